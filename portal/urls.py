@@ -1,0 +1,28 @@
+"""Top-level URLs: pages, sign-in, health, Django admin and the versioned REST API."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts.api import MeView
+from accounts.views import SignOutView
+from portal import health, views
+
+api_v1 = [
+    path("me/", MeView.as_view(), name="me"),
+]
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("", include("accounts.urls")),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    # The admin has no password form of its own: it signs in through Cognito like every page.
+    path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
+    path("admin/logout/", SignOutView.as_view()),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]

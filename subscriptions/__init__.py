@@ -1,0 +1,1 @@
+"""Marketplace listings, subscriptions, endpoints, the authorized proxy path, jobs and results."""

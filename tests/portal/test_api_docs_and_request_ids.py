@@ -1,0 +1,55 @@
+"""OpenAPI schema and Swagger UI served offline; request ids on every response."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.staticfiles import finders
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_documents_me_and_bearer_auth(client: Client) -> None:
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert "/api/v1/me/" in schema["paths"]
+    scheme = schema["components"]["securitySchemes"]["cognitoAccessToken"]
+    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+
+
+def test_swagger_ui_loads_only_assets_served_by_the_portal(client: Client) -> None:
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    external = re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", html)
+    assert external == []
+    assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)""", html)
+    assert assets, "Swagger UI should load its bundle from /static/"
+    for asset in assets:
+        assert finders.find(asset.removeprefix("/static/")), asset
+
+
+def test_pages_reference_no_external_asset(client: Client) -> None:
+    html = client.get("/login/").content.decode()
+    assert re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", html) == []
+
+
+def test_response_carries_a_fresh_request_id(client: Client) -> None:
+    first = client.get("/healthz")["X-Request-Id"]
+    second = client.get("/healthz")["X-Request-Id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert first != second
+
+
+def test_well_formed_incoming_request_id_is_kept(client: Client) -> None:
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="lb-1234-abcd")
+    assert response["X-Request-Id"] == "lb-1234-abcd"
+
+
+def test_suspicious_incoming_request_id_is_replaced(client: Client) -> None:
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="evil\nline injected")
+    assert response["X-Request-Id"] != "evil\nline injected"
+    assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-Id"])

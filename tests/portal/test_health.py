@@ -1,0 +1,47 @@
+"""Liveness and readiness endpoints."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import OperationalError
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_without_authentication(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_ok_when_database_and_redis_answer(client: Client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": True, "redis": True}
+
+
+def test_readyz_names_redis_when_it_is_down(client: Client, settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # discard port: nothing listens
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "dependency_down"
+    assert response.json()["down"] == ["redis"]
+
+
+def test_readyz_names_database_when_it_is_down(client: Client, monkeypatch) -> None:
+    def broken_cursor(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("portal.health.connection.cursor", broken_cursor)
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["database"]
+
+
+def test_health_endpoints_refuse_writes(client: Client) -> None:
+    assert client.post("/healthz").status_code == 405

@@ -1,0 +1,69 @@
+"""The production profile: secrets have no defaults, and `check --deploy` is clean."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCTION_ENV = {
+    "GATEHOUSE_ENV": "production",
+    "DJANGO_SECRET_KEY": "x" * 30 + "-a-long-random-production-secret-key-" + "y" * 20,
+    "DJANGO_ALLOWED_HOSTS": "gatehouse.internal.example",
+    "DATABASE_URL": "postgres://gatehouse@db.internal.example:5432/gatehouse",
+    "REDIS_URL": "redis://redis.internal.example:6379/0",
+    "COGNITO_REGION": "eu-west-1",
+    "COGNITO_USER_POOL_ID": "eu-west-1_AbCdEf123",
+    "COGNITO_CLIENT_ID": "3n4b5urk1ft4fl3mg5e62d9ado",
+    "COGNITO_CLIENT_SECRET": "client-secret",
+    "COGNITO_DOMAIN": "https://gatehouse.auth.eu-west-1.amazoncognito.com",
+}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COGNITO_", "DJANGO_"))}
+    clean.pop("DATABASE_URL", None)
+    clean.pop("REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_profile_passes_check_deploy() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "COGNITO_USER_POOL_ID", "COGNITO_DOMAIN"],
+)
+def test_production_refuses_to_start_without_a_secret(missing: str) -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
+
+    result = manage("check", env=env)
+
+    assert result.returncode != 0
+    assert f"the setting {missing} is missing" in result.stderr
+
+
+def test_local_profile_needs_nothing_set() -> None:
+    result = manage("check", env={"GATEHOUSE_ENV": "local"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_profile_is_refused() -> None:
+    result = manage("check", env={"GATEHOUSE_ENV": "staging"})
+    assert result.returncode != 0
+    assert "GATEHOUSE_ENV must be" in result.stderr
