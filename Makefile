@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## Run the test suite (embedded defaults, or DATABASE_URL / REDIS_URL when set).
 test: $(STAMP)
-	scripts/test
+	scripts/test $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

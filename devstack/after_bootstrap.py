@@ -32,12 +32,15 @@ def wait_for_run(run_id: str, timeout: float = 120.0) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Wait, load the env, optionally set up demo data, exec the command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" not in argv:
+        raise SystemExit("usage: python -m devstack.after_bootstrap RUN_ID [--setup] -- CMD ...")
+    split = argv.index("--")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_id")
     parser.add_argument("--setup", action="store_true", help="load demo data first")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
     if not command:
         parser.error("no command given")
 

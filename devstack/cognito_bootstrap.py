@@ -231,6 +231,7 @@ def _ensure_user(
         "username": user.username,
         "password": user.password,
         "email": user.email,
+        "name": user.name,
         "groups": group_list,
         "sub": sub,
     }

@@ -76,7 +76,7 @@ def stack_description(run_id: str, pool: BootstrapResult) -> dict:
             "endpoint_url": config.url("moto"),
         },
         "users": [
-            {key: user[key] for key in ("username", "password", "email", "groups", "sub")}
+            {key: user[key] for key in ("username", "password", "email", "name", "groups", "sub")}
             for user in pool.users
         ],
     }

@@ -62,7 +62,7 @@ def main() -> int:
         print(f"Cannot start: ports in use by another process: {', '.join(busy)}.", file=sys.stderr)
         print("Is `make demo` already running? Stop it with Ctrl-C first.", file=sys.stderr)
         return 1
-    config.VAR.mkdir(exist_ok=True)
+    (config.VAR / "redis").mkdir(parents=True, exist_ok=True)
     for stale in (config.STATE_FILE, config.ENV_FILE):
         stale.unlink(missing_ok=True)
     subprocess.run(

@@ -36,6 +36,7 @@ class Command(BaseCommand):
                     username=entry["username"],
                     groups=tuple(entry["groups"]),
                     email=entry["email"],
+                    name=entry.get("name"),
                 ),
                 channel="demo-data",
             )
