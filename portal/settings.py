@@ -273,6 +273,19 @@ if PRODUCTION:
     # Health checks come from the load balancer over plain HTTP inside the VPC.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# --- AWS ------------------------------------------------------------------------------------------
+# Read at call time by portal/aws_gateway.py, the one module that talks to AWS.
+# One endpoint for every service (moto locally); empty in production, where per-account overrides
+# name the VPC endpoints and everything else uses AWS's own endpoints.
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="")
+# The portal's own region (clients without an account); an account's clients use its region.
+AWS_REGION = env.str("AWS_REGION", default="us-east-1")
+AWS_CONNECT_TIMEOUT = env.int("AWS_CONNECT_TIMEOUT", default=3)
+AWS_READ_TIMEOUT = env.int("AWS_READ_TIMEOUT", default=15)
+AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
+# Assumed-role credentials are renewed once fewer than this many seconds of validity remain.
+AWS_CREDENTIALS_REFRESH_MARGIN = env.int("AWS_CREDENTIALS_REFRESH_MARGIN", default=300)
+
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
