@@ -1,17 +1,39 @@
-"""REST endpoints about the signed-in principal."""
+"""REST endpoints for the principal, LOBs, AWS accounts, memberships and the audit trail.
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+Views are thin: querysets come from the tenancy selectors (so other LOBs' objects are simply not
+found), changes go through the services (which check who may do what and write the audit trail).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+
+import django_filters
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import selectors
+from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
+from accounts.services import aws_verification, tenancy
 
-class MembershipSerializer(serializers.Serializer):
+# --- Me -------------------------------------------------------------------------------------------
+
+
+class MyMembershipSerializer(serializers.Serializer):
     """A LOB the user belongs to and their role in it."""
 
     lob = serializers.CharField()
+    lob_name = serializers.CharField()
     role = serializers.CharField()
+    aws_account_id = serializers.CharField()
 
 
 class MeSerializer(serializers.Serializer):
@@ -21,7 +43,7 @@ class MeSerializer(serializers.Serializer):
     email = serializers.EmailField(allow_blank=True)
     name = serializers.CharField()
     is_platform_admin = serializers.BooleanField()
-    memberships = MembershipSerializer(many=True)
+    memberships = MyMembershipSerializer(many=True)
 
 
 class MeView(APIView):
@@ -36,7 +58,415 @@ class MeView(APIView):
             "email": user.email,
             "name": user.display_name,
             "is_platform_admin": user.is_platform_admin,
-            # LOB memberships arrive with the LOB model; until then nobody has any.
-            "memberships": [],
+            "memberships": [
+                {
+                    "lob": m.lob.slug,
+                    "lob_name": m.lob.name,
+                    "role": m.role,
+                    "aws_account_id": m.lob.aws_account.account_id,
+                }
+                for m in selectors.memberships_of(user)
+            ],
         }
         return Response(MeSerializer(data).data)
+
+
+# --- Shared ---------------------------------------------------------------------------------------
+
+
+class ServiceBackedViewSet(viewsets.GenericViewSet):
+    """Create/update/delete through service functions, which check permissions and audit."""
+
+    def service_kwargs(self) -> dict:
+        return {"acting_user": self.request.user, "request": self.request._request}
+
+
+# --- AWS accounts ---------------------------------------------------------------------------------
+
+
+class AwsAccountSerializer(serializers.ModelSerializer):
+    """An AWS account as the API shows it; the ExternalId can be written, never read."""
+
+    lobs = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    external_id = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, max_length=1224
+    )
+    has_external_id = serializers.SerializerMethodField()
+    results_location = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = AwsAccount
+        fields = (
+            "account_id",
+            "name",
+            "default_region",
+            "invoke_role_arn",
+            "studio_role_arn",
+            "external_id",
+            "has_external_id",
+            "results_bucket",
+            "results_prefix",
+            "results_location",
+            "sts_endpoint_url",
+            "s3_endpoint_url",
+            "sagemaker_endpoint_url",
+            "sagemaker_runtime_endpoint_url",
+            "lobs",
+            "last_verified_at",
+            "last_verification_ok",
+            "last_verification_detail",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = (
+            "last_verified_at",
+            "last_verification_ok",
+            "last_verification_detail",
+            "created_at",
+            "updated_at",
+        )
+        # Uniqueness is enforced by the service (as a 409), not by a pre-check here.
+        extra_kwargs = {"account_id": {"validators": []}}
+
+    def get_has_external_id(self, account: AwsAccount) -> bool:
+        return bool(account.external_id)
+
+
+class VerificationSerializer(serializers.Serializer):
+    """The outcome of verifying an account's invoke role."""
+
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+    caller_arn = serializers.CharField()
+    aws_code = serializers.CharField()
+    account = AwsAccountSerializer()
+
+
+class AwsAccountFilter(django_filters.FilterSet):
+    """Filter accounts by the LOB that uses them."""
+
+    lob = django_filters.CharFilter(field_name="lobs__slug")
+
+    class Meta:
+        model = AwsAccount
+        fields = ("lob", "default_region")
+
+
+class AwsAccountViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    ServiceBackedViewSet,
+):
+    """AWS accounts: platform admins manage them; LOB admins read their LOBs' accounts."""
+
+    serializer_class = AwsAccountSerializer
+    queryset = AwsAccount.objects.none()  # for the schema; requests use get_queryset
+    lookup_field = "account_id"
+    lookup_value_regex = r"[0-9]{1,12}"
+    filterset_class = AwsAccountFilter
+
+    def get_queryset(self) -> QuerySet[AwsAccount]:
+        return (
+            selectors.aws_accounts_visible_to(self.request.user)
+            .prefetch_related("lobs")
+            .order_by("account_id")
+        )
+
+    def perform_create(self, serializer: AwsAccountSerializer) -> None:
+        serializer.instance = tenancy.aws_account_create(
+            **self.service_kwargs(), **serializer.validated_data
+        )
+
+    def perform_update(self, serializer: AwsAccountSerializer) -> None:
+        serializer.instance = tenancy.aws_account_update(
+            account=serializer.instance, **self.service_kwargs(), **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance: AwsAccount) -> None:
+        tenancy.aws_account_delete(account=instance, **self.service_kwargs())
+
+    @extend_schema(request=None, responses=VerificationSerializer, summary="Verify the invoke role")
+    @action(detail=True, methods=["post"])
+    def verify(self, request: Request, account_id: str | None = None) -> Response:
+        """Assume the invoke role as the caller and check GetCallerIdentity's account."""
+        account = self.get_object()
+        result = aws_verification.aws_account_verify(
+            account=account, acting_user=request.user, request=request._request
+        )
+        data = {
+            "ok": result.ok,
+            "detail": result.detail,
+            "caller_arn": result.caller_arn,
+            "aws_code": result.aws_code,
+            "account": AwsAccountSerializer(account).data,
+        }
+        return Response(data, status=status.HTTP_200_OK)
+
+
+# --- LOBs -----------------------------------------------------------------------------------------
+
+
+class LobSerializer(serializers.ModelSerializer):
+    """A line of business, its AWS account, and the caller's role in it."""
+
+    aws_account = serializers.SlugRelatedField(
+        slug_field="account_id", queryset=AwsAccount.objects.all()
+    )
+    member_count = serializers.IntegerField(read_only=True)
+    my_role = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Lob
+        fields = (
+            "slug",
+            "name",
+            "description",
+            "aws_account",
+            "is_active",
+            "member_count",
+            "my_role",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("created_at", "updated_at")
+        extra_kwargs = {"slug": {"validators": []}}
+
+
+class LobFilter(django_filters.FilterSet):
+    """Filter LOBs by account and state."""
+
+    aws_account = django_filters.CharFilter(field_name="aws_account__account_id")
+
+    class Meta:
+        model = Lob
+        fields = ("aws_account", "is_active")
+
+
+class LobViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    ServiceBackedViewSet,
+):
+    """LOBs: everyone reads their own; platform admins create, change and delete."""
+
+    serializer_class = LobSerializer
+    queryset = Lob.objects.none()  # for the schema; requests use get_queryset
+    lookup_field = "slug"
+    filterset_class = LobFilter
+
+    def get_queryset(self) -> QuerySet[Lob]:
+        if getattr(self, "swagger_fake_view", False):
+            return Lob.objects.none()
+        my_role = Membership.objects.filter(lob=OuterRef("pk"), user=self.request.user).values(
+            "role"
+        )[:1]
+        return (
+            selectors.lobs_visible_to(self.request.user)
+            .annotate(member_count=Count("memberships", distinct=True), my_role=Subquery(my_role))
+            .order_by("slug")
+        )
+
+    def perform_create(self, serializer: LobSerializer) -> None:
+        serializer.instance = tenancy.lob_create(
+            **self.service_kwargs(), **serializer.validated_data
+        )
+
+    def perform_update(self, serializer: LobSerializer) -> None:
+        tenancy.lob_update(
+            lob=serializer.instance, **self.service_kwargs(), **serializer.validated_data
+        )
+        # Re-read with the annotations the response shows.
+        serializer.instance = self.get_queryset().get(pk=serializer.instance.pk)
+
+    def perform_destroy(self, instance: Lob) -> None:
+        tenancy.lob_delete(lob=instance, **self.service_kwargs())
+
+
+# --- Memberships ----------------------------------------------------------------------------------
+
+
+class VisibleLobField(serializers.SlugRelatedField):
+    """A LOB by slug, among those the caller can see (others do not exist for them)."""
+
+    def get_queryset(self) -> QuerySet[Lob]:
+        return selectors.lobs_visible_to(self.context["request"].user)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    """A user's role in a LOB. Only the role can change after creation."""
+
+    lob = VisibleLobField(slug_field="slug")
+    user = serializers.SlugRelatedField(
+        slug_field="username", queryset=User.objects.filter(is_active=True)
+    )
+    user_name = serializers.CharField(source="user.display_name", read_only=True)
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+    class Meta:
+        model = Membership
+        fields = ("id", "lob", "user", "user_name", "role", "created_at", "updated_at")
+        read_only_fields = ("id", "created_at", "updated_at")
+        validators = []  # duplicates are the service's 409, not a 400 here
+
+    def validate(self, attrs: dict) -> dict:
+        if self.instance is not None:
+            for fixed in ("lob", "user"):
+                if fixed in attrs and attrs[fixed] != getattr(self.instance, fixed):
+                    raise serializers.ValidationError(
+                        {fixed: "Cannot change; remove the membership and add a new one."}
+                    )
+        return attrs
+
+
+class MembershipFilter(django_filters.FilterSet):
+    """Filter memberships by LOB slug, username and role."""
+
+    lob = django_filters.CharFilter(field_name="lob__slug")
+    user = django_filters.CharFilter(field_name="user__username")
+
+    class Meta:
+        model = Membership
+        fields = ("lob", "user", "role")
+
+
+class MembershipViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    ServiceBackedViewSet,
+):
+    """Memberships: members read their LOBs'; LOB admins and platform admins manage them."""
+
+    serializer_class = MembershipSerializer
+    queryset = Membership.objects.none()  # for the schema; requests use get_queryset
+    filterset_class = MembershipFilter
+
+    def get_queryset(self) -> QuerySet[Membership]:
+        return selectors.memberships_visible_to(self.request.user).order_by(
+            "lob__slug", "user__username"
+        )
+
+    def perform_create(self, serializer: MembershipSerializer) -> None:
+        data = serializer.validated_data
+        serializer.instance = tenancy.membership_create(
+            lob=data["lob"], user=data["user"], role=data["role"], **self.service_kwargs()
+        )
+
+    def perform_update(self, serializer: MembershipSerializer) -> None:
+        role = serializer.validated_data.get("role", serializer.instance.role)
+        serializer.instance = tenancy.membership_update(
+            membership=serializer.instance, role=role, **self.service_kwargs()
+        )
+
+    def perform_destroy(self, instance: Membership) -> None:
+        tenancy.membership_delete(membership=instance, **self.service_kwargs())
+
+
+# --- Audit events ---------------------------------------------------------------------------------
+
+
+class MayReadAudit(permissions.BasePermission):
+    """Platform admins and LOB admins read (their part of) the audit trail."""
+
+    message = "Only platform admins and LOB admins may read the audit trail."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        return (
+            user.is_platform_admin
+            or Membership.objects.filter(
+                user=user, role=Membership.Role.ADMIN, lob__is_active=True
+            ).exists()
+        )
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    """One audit event."""
+
+    class Meta:
+        model = AuditEvent
+        fields = (
+            "id",
+            "occurred_at",
+            "actor_username",
+            "action",
+            "target_type",
+            "target_id",
+            "lob_slug",
+            "outcome",
+            "reason",
+            "detail",
+            "request_id",
+            "client_ip",
+        )
+
+
+class AuditEventFilter(django_filters.FilterSet):
+    """Filter by action (prefix), outcome, actor, LOB and time."""
+
+    action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
+    actor = django_filters.CharFilter(field_name="actor_username")
+    lob = django_filters.CharFilter(field_name="lob_slug")
+    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditEvent
+        fields = ("action", "outcome", "actor", "lob", "since", "until")
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming CSV."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+CSV_COLUMNS = AuditEventSerializer.Meta.fields
+
+
+def _csv_safe(value: object) -> str:
+    """Neutralise spreadsheet formulas (a value starting with =, +, - or @)."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """The audit trail: all of it for platform admins, their LOBs' part for LOB admins."""
+
+    serializer_class = AuditEventSerializer
+    queryset = AuditEvent.objects.none()  # for the schema; requests use get_queryset
+    permission_classes = [permissions.IsAuthenticated, MayReadAudit]
+    filterset_class = AuditEventFilter
+
+    def get_queryset(self) -> QuerySet[AuditEvent]:
+        return selectors.audit_events_visible_to(self.request.user).order_by("-occurred_at")
+
+    @extend_schema(
+        responses={200: OpenApiResponse(OpenApiTypes.STR, description="text/csv")},
+        summary="Export the (filtered) audit trail as CSV",
+    )
+    @action(detail=False, methods=["get"])
+    def export(self, request: Request) -> StreamingHttpResponse:
+        """Stream every matching event as CSV (same filters as the list)."""
+        events = self.filter_queryset(self.get_queryset())
+        writer = csv.writer(_Echo())
+
+        def rows() -> Iterator[str]:
+            yield writer.writerow(CSV_COLUMNS)
+            for event in events.iterator(chunk_size=1000):
+                yield writer.writerow([_csv_safe(getattr(event, column)) for column in CSV_COLUMNS])
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="gatehouse-audit.csv"'
+        return response

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, User
-from accounts.services import Identity, user_sync_from_identity
+from accounts.services.users import Identity, user_sync_from_identity
 from accounts.tokens import IdentityProviderUnavailable, TokenError, access_token_verify
 
 logger = logging.getLogger(__name__)

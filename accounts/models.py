@@ -1,4 +1,4 @@
-"""Users of the portal and the audit trail of what they did."""
+"""Users, LOBs, AWS accounts, memberships, the DynamoDB outbox and the audit trail."""
 
 from __future__ import annotations
 
@@ -6,7 +6,20 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from accounts.validators import (
+    REGION_CHOICES,
+    role_arn_account,
+    validate_account_id,
+    validate_bucket_name,
+    validate_region,
+    validate_role_arn,
+)
+
+# The role name the reference Studio-access architecture deploys in every LOB account.
+STUDIO_ROLE_NAME = "SagemakerStudioAccessRole"
 
 
 class User(AbstractUser):
@@ -79,3 +92,165 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         who = self.actor_username or "anonymous"
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S}Z {who} {self.action} {self.outcome}"
+
+
+class AwsAccount(models.Model):
+    """An AWS account a LOB runs its models in, and how the portal reaches it.
+
+    The portal assumes ``invoke_role_arn`` (with ``external_id``) to call SageMaker and write
+    results, and ``studio_role_arn`` to mint Studio URLs. Endpoint overrides name VPC endpoints;
+    empty means AWS's regional endpoint.
+    """
+
+    account_id = models.CharField(
+        "account id", max_length=12, unique=True, validators=[validate_account_id]
+    )
+    name = models.CharField(max_length=128)
+    default_region = models.CharField(
+        max_length=32, choices=REGION_CHOICES, validators=[validate_region], default="us-east-1"
+    )
+    invoke_role_arn = models.CharField(
+        "invoke role ARN", max_length=600, validators=[validate_role_arn]
+    )
+    studio_role_arn = models.CharField(
+        "Studio access role ARN",
+        max_length=600,
+        blank=True,
+        validators=[validate_role_arn],
+        help_text="Defaults to arn:aws:iam::<account>:role/SagemakerStudioAccessRole.",
+    )
+    external_id = models.CharField("ExternalId", max_length=1224, blank=True)
+    results_bucket = models.CharField(
+        max_length=63, validators=[validate_bucket_name], help_text="Where results are kept."
+    )
+    results_prefix = models.CharField(max_length=512, blank=True, default="gatehouse/")
+    sts_endpoint_url = models.URLField("STS endpoint", blank=True)
+    s3_endpoint_url = models.URLField("S3 endpoint", blank=True)
+    sagemaker_endpoint_url = models.URLField("SageMaker API endpoint", blank=True)
+    sagemaker_runtime_endpoint_url = models.URLField("SageMaker runtime endpoint", blank=True)
+    last_verified_at = models.DateTimeField(null=True, blank=True)
+    last_verification_ok = models.BooleanField(null=True, blank=True)
+    last_verification_detail = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account_id"]
+        verbose_name = "AWS account"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.account_id})"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self.studio_role_arn and self.account_id:
+            self.studio_role_arn = f"arn:aws:iam::{self.account_id}:role/{STUDIO_ROLE_NAME}"
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """Role ARNs must belong to this account."""
+        errors = {}
+        for field in ("invoke_role_arn", "studio_role_arn"):
+            owner = role_arn_account(getattr(self, field))
+            if owner is not None and self.account_id and owner != self.account_id:
+                errors[field] = ValidationError(
+                    f"This role is in account {owner}, not {self.account_id}.",
+                    code="role_in_other_account",
+                )
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def results_location(self) -> str:
+        """s3://bucket/prefix where this account's results are stored."""
+        return f"s3://{self.results_bucket}/{self.results_prefix}"
+
+    @property
+    def endpoint_urls(self) -> dict[str, str]:
+        """Per-service endpoint overrides, by boto3 service name (empty ones left out)."""
+        urls = {
+            "sts": self.sts_endpoint_url,
+            "s3": self.s3_endpoint_url,
+            "sagemaker": self.sagemaker_endpoint_url,
+            "sagemaker-runtime": self.sagemaker_runtime_endpoint_url,
+        }
+        return {service: url for service, url in urls.items() if url}
+
+
+class Lob(models.Model):
+    """A line of business: the security boundary. Its members reach its AWS account's models."""
+
+    slug = models.SlugField(unique=True, max_length=64)
+    name = models.CharField(max_length=128)
+    description = models.TextField(blank=True)
+    aws_account = models.ForeignKey(AwsAccount, on_delete=models.PROTECT, related_name="lobs")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name = "line of business"
+        verbose_name_plural = "lines of business"
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    """A user's role in one LOB; at most one per user and LOB."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "LOB admin"
+        ANALYST = "analyst", "Analyst"
+        VIEWER = "viewer", "Viewer"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    lob = models.ForeignKey(Lob, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["lob__slug", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "lob"], name="membership_one_per_user_and_lob")
+        ]
+        indexes = [models.Index(fields=["lob", "role"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.lob} as {self.role}"
+
+    @property
+    def may_invoke(self) -> bool:
+        """Analysts and LOB admins run models; viewers only read."""
+        return self.role in (self.Role.ADMIN, self.Role.ANALYST)
+
+
+class MappingOutbox(models.Model):
+    """A user→LOB or LOB→account mapping that changed and must be published to DynamoDB.
+
+    Rows name what changed, not the new value: the publisher reads the current state when it
+    runs, so rows can be delivered in any order, twice, or merged, and the tables still end right.
+    """
+
+    class Kind(models.TextChoices):
+        USER = "user", "user → LOB"
+        LOB = "lob", "LOB → account"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    key = models.CharField(max_length=150, help_text="Username or LOB slug.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name = "DynamoDB outbox entry"
+        verbose_name_plural = "DynamoDB outbox"
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.key}"

@@ -16,7 +16,7 @@ from django.urls import reverse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 from accounts.models import User
-from accounts.services import Identity, user_sync_from_identity
+from accounts.services.users import Identity, user_sync_from_identity
 from accounts.tokens import TokenError, id_token_verify
 
 

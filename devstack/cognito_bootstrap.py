@@ -51,6 +51,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("admin", "Ada Admin", admin=True),
     DemoUser("user-lob-a", "Alice Analyst"),
     DemoUser("user-lob-b", "Bob Analyst"),
+    DemoUser("lob-a-admin", "Lena Lobadmin"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The local Cognito: creates the user pool, clients, groups and demo users in moto, writes
+"""The local Cognito (and AWS resources): creates the DynamoDB tables and results buckets, the user
+pool, clients, groups and demo users in moto, writes
 ``var/devstack.json`` and ``var/devstack.env`` for every other process, then serves the hosted-UI
 stand-in in front of that pool.
 
@@ -16,6 +17,7 @@ import requests
 from werkzeug.serving import make_server
 
 from devstack import config
+from devstack.aws_bootstrap import bootstrap_aws
 from devstack.cognito_bootstrap import BootstrapResult, bootstrap
 from devstack.cognito_hosted_ui import create_app
 from devstack.wsgi_thread import PathOnlyRequestHandler
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     wait_for_moto()
+    bootstrap_aws(config.url("moto"), config.REGION)
     web = config.url("web")
     pool = bootstrap(
         moto_url=config.url("moto"),

@@ -417,6 +417,7 @@ def client(
     session_name: str = DEFAULT_SESSION_NAME,
     region: str | None = None,
     read_timeout: float | None = None,
+    endpoint_url: str | None = None,
 ) -> BaseClient:
     """A botocore client for ``service`` in ``access``'s account, or with the portal's credentials.
 
@@ -424,7 +425,9 @@ def client(
     ``session_name`` (see :func:`session_name_for`); the first call for a role and session name
     makes the AssumeRole call and raises :class:`AwsError` if it fails. ``region`` defaults to the
     account's region, or ``AWS_REGION`` without an account. ``read_timeout`` overrides
-    ``AWS_READ_TIMEOUT`` (SageMaker InvokeEndpoint needs 70 s). Clients are cached and thread-safe.
+    ``AWS_READ_TIMEOUT`` (SageMaker InvokeEndpoint needs 70 s). ``endpoint_url`` overrides the
+    endpoint for a client without an account (e.g. a VPC endpoint for the portal's own tables).
+    Clients are cached and thread-safe.
     """
     _check_session_name(session_name)
     return _cached_client(
@@ -432,7 +435,7 @@ def client(
         access=access,
         session_name=session_name,
         region=region or (access.region if access is not None else settings.AWS_REGION),
-        endpoint_url=_endpoint_url(service, access),
+        endpoint_url=endpoint_url or _endpoint_url(service, access),
         read_timeout=read_timeout,
     )
 

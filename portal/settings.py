@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "mozilla_django_oidc",
@@ -147,6 +148,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts.sessions_clear_expired",
         "schedule": 3600.0,
     },
+    # Publishes what was enqueued while Redis was down, and retries failed writes when due.
+    # Expired runs are dropped: with no worker, one queued drain is enough.
+    "publish-mappings": {
+        "task": "accounts.publish_mappings",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    "purge-delivered-mappings": {
+        "task": "accounts.purge_delivered_mappings",
+        "schedule": 86400.0,
+    },
 }
 
 # --- Amazon Cognito / OpenID Connect -------------------------------------------------------------
@@ -210,7 +222,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "portal.api.exceptions.api_exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "portal.api.pagination.PortalPagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
@@ -285,6 +298,21 @@ AWS_READ_TIMEOUT = env.int("AWS_READ_TIMEOUT", default=15)
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=3)
 # Assumed-role credentials are renewed once fewer than this many seconds of validity remain.
 AWS_CREDENTIALS_REFRESH_MARGIN = env.int("AWS_CREDENTIALS_REFRESH_MARGIN", default=300)
+
+# --- DynamoDB mapping publication -----------------------------------------------------------------
+# The user→LOB and LOB→account tables that the reference Studio-access Lambda reads (seed 003),
+# kept in step by accounts/services/mapping_publication.py. Read at call time.
+DYNAMODB_PUBLICATION_ENABLED = env.bool("DYNAMODB_PUBLICATION_ENABLED", default=True)
+DYNAMODB_USERS_TABLE = env.str("DYNAMODB_USERS_TABLE", default="users-map-table")
+DYNAMODB_LOBS_TABLE = env.str("DYNAMODB_LOBS_TABLE", default="lobs-map-table")
+DYNAMODB_REGION = env.str("DYNAMODB_REGION", default=AWS_REGION)
+# Tables in another account: the portal assumes this role (with the ExternalId, if any).
+DYNAMODB_ROLE_ARN = env.str("DYNAMODB_ROLE_ARN", default="")
+DYNAMODB_EXTERNAL_ID = env.str("DYNAMODB_EXTERNAL_ID", default="")
+# A DynamoDB VPC (interface) endpoint; empty: AWS_ENDPOINT_URL, else AWS's regional endpoint.
+DYNAMODB_ENDPOINT_URL = env.str("DYNAMODB_ENDPOINT_URL", default="")
+# Delivered outbox rows are kept this long for inspection, then purged daily.
+DYNAMODB_OUTBOX_RETENTION_DAYS = env.int("DYNAMODB_OUTBOX_RETENTION_DAYS", default=7)
 
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {

@@ -4,13 +4,27 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
 
-from accounts.api import MeView
+from accounts.api import (
+    AuditEventViewSet,
+    AwsAccountViewSet,
+    LobViewSet,
+    MembershipViewSet,
+    MeView,
+)
 from accounts.views import SignOutView
 from portal import health, views
 
+router = DefaultRouter()
+router.register("lobs", LobViewSet, basename="lob")
+router.register("aws-accounts", AwsAccountViewSet, basename="aws-account")
+router.register("memberships", MembershipViewSet, basename="membership")
+router.register("audit-events", AuditEventViewSet, basename="audit-event")
+
 api_v1 = [
     path("me/", MeView.as_view(), name="me"),
+    *router.urls,
 ]
 
 urlpatterns = [

@@ -88,6 +88,16 @@ def user_sync_from_identity(
                 .filter(idp_issuer=issuer, idp_subject=identity.subject)
                 .first()
             )
+            if user is None:
+                # A placeholder made by an import (username only, no identity yet) is claimed
+                # by the Cognito user of that username: usernames are unique within the pool.
+                user = (
+                    User.objects.select_for_update()
+                    .filter(username=identity.username, idp_subject="")
+                    .first()
+                )
+                if user is not None:
+                    user.idp_issuer, user.idp_subject = issuer, identity.subject
             created = user is None
             if created:
                 user = User(

@@ -257,3 +257,14 @@ def test_session_authentication_works_and_enforces_csrf(cognito) -> None:
     response = browser.post(ME)
     assert response.status_code == 403
     assert response.json()["code"] == "permission_denied"
+
+
+def test_imported_placeholder_is_claimed_by_its_cognito_user(client: Client, cognito) -> None:
+    placeholder = User.objects.create(username="user-lob-b", idp_issuer="", idp_subject="")
+
+    assert client.get(ME, **bearer(cognito.access_token("user-lob-b"))).status_code == 200
+
+    placeholder.refresh_from_db()
+    assert placeholder.idp_subject == cognito.sub("user-lob-b")
+    assert placeholder.idp_issuer == cognito.pool.issuer
+    assert User.objects.filter(username__startswith="user-lob-b").count() == 1

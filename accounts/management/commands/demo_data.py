@@ -1,4 +1,4 @@
-"""Load the demo data of the local stack: the demo users of the local Cognito pool."""
+"""Load the local stack's demo data: its Cognito users, two LOBs, their accounts and members."""
 
 from __future__ import annotations
 
@@ -8,13 +8,28 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.services import Identity, user_sync_from_identity
+from accounts.models import AwsAccount, Lob, Membership, User
+from accounts.services import tenancy
+from accounts.services.mapping_publication import mapping_outbox_drain
+from accounts.services.users import Identity, user_sync_from_identity
+
+# (account id, account name, LOB slug, LOB name)
+DEMO_LOBS = (
+    ("111111111111", "LOB A production", "lob-a", "LOB A: Consumer analytics"),
+    ("222222222222", "LOB B production", "lob-b", "LOB B: Risk models"),
+)
+# (username, LOB slug, role)
+DEMO_MEMBERSHIPS = (
+    ("user-lob-a", "lob-a", Membership.Role.ANALYST),
+    ("user-lob-b", "lob-b", Membership.Role.ANALYST),
+    ("lob-a-admin", "lob-a", Membership.Role.ADMIN),
+)
 
 
 class Command(BaseCommand):
     """``manage.py demo_data --stack var/devstack.json`` (idempotent; run by `make demo`)."""
 
-    help = "Create the portal users of the local stack's demo Cognito users (idempotent)."
+    help = "Create the demo users, LOBs, AWS accounts and memberships of the local stack."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--stack", default=str(settings.BASE_DIR / "var" / "devstack.json"))
@@ -29,15 +44,48 @@ class Command(BaseCommand):
                 "the stack's user pool is not the one configured here; "
                 "load var/devstack.env into the environment first"
             )
-        for entry in description["users"]:
-            user = user_sync_from_identity(
-                identity=Identity(
-                    subject=entry["sub"],
-                    username=entry["username"],
-                    groups=tuple(entry["groups"]),
-                    email=entry["email"],
-                    name=entry.get("name"),
-                ),
-                channel="demo-data",
-            )
-            self.stdout.write(f"demo user {user.username} (platform admin: {user.is_staff})")
+        users = {entry["username"]: self._user(entry) for entry in description["users"]}
+        admin = users.get("admin")
+        if admin is None or not admin.is_staff:
+            raise CommandError("the stack has no platform admin named 'admin'")
+        for account_id, account_name, slug, lob_name in DEMO_LOBS:
+            account = AwsAccount.objects.filter(account_id=account_id).first()
+            if account is None:
+                account = tenancy.aws_account_create(
+                    acting_user=admin,
+                    account_id=account_id,
+                    name=account_name,
+                    default_region="us-east-1",
+                    invoke_role_arn=f"arn:aws:iam::{account_id}:role/GatehouseInvokeRole",
+                    results_bucket=f"gatehouse-results-{account_id}",
+                )
+            if not Lob.objects.filter(slug=slug).exists():
+                tenancy.lob_create(acting_user=admin, slug=slug, name=lob_name, aws_account=account)
+        for username, slug, role in DEMO_MEMBERSHIPS:
+            lob = Lob.objects.get(slug=slug)
+            if (
+                username in users
+                and not Membership.objects.filter(user=users[username], lob=lob).exists()
+            ):
+                tenancy.membership_create(
+                    lob=lob, user=users[username], role=role, acting_user=admin
+                )
+        published = mapping_outbox_drain()
+        self.stdout.write(
+            f"demo data ready: {len(users)} users, {Lob.objects.count()} LOBs; "
+            f"DynamoDB publication: {published.delivered} delivered, {published.failed} failed"
+        )
+
+    def _user(self, entry: dict) -> User:
+        user = user_sync_from_identity(
+            identity=Identity(
+                subject=entry["sub"],
+                username=entry["username"],
+                groups=tuple(entry["groups"]),
+                email=entry["email"],
+                name=entry.get("name"),
+            ),
+            channel="demo-data",
+        )
+        self.stdout.write(f"demo user {user.username} (platform admin: {user.is_staff})")
+        return user

@@ -1,0 +1,391 @@
+"""Changing AWS accounts, LOBs and memberships: the rules, the audit trail, the DynamoDB outbox.
+
+Every function checks that the acting user may make the change (platform admins everything; LOB
+admins the members of their own LOBs), validates, writes, records an audit event with before and
+after values, and queues the mapping for DynamoDB publication. Interfaces stay thin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Model
+from django.http import HttpRequest
+
+from accounts.audit import audit_record
+from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
+from accounts.selectors import may_manage_members
+from accounts.services.mapping_publication import mapping_outbox_enqueue
+from portal.errors import Conflict, NotPermitted, ServiceError
+
+ACCOUNT_FIELDS = (
+    "account_id",
+    "name",
+    "default_region",
+    "invoke_role_arn",
+    "studio_role_arn",
+    "external_id",
+    "results_bucket",
+    "results_prefix",
+    "sts_endpoint_url",
+    "s3_endpoint_url",
+    "sagemaker_endpoint_url",
+    "sagemaker_runtime_endpoint_url",
+)
+LOB_FIELDS = ("slug", "name", "description", "aws_account", "is_active")
+# Never copied into audit records: the ExternalId is a shared secret with the account owner.
+_REDACTED_FIELDS = {"external_id"}
+
+
+def snapshot(instance: Model, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Plain values of the given fields, for before/after audit records."""
+    values: dict[str, Any] = {}
+    for field in fields:
+        value = getattr(instance, field)
+        if isinstance(value, Model):
+            value = str(getattr(value, "account_id", value.pk))
+        if field in _REDACTED_FIELDS:
+            value = "(set)" if value else ""
+        values[field] = value
+    return values
+
+
+def _require_platform_admin(user: User) -> None:
+    if not (user.is_active and user.is_staff):
+        raise NotPermitted("Only platform admins may do this.")
+
+
+def _validated_save(instance: Model) -> None:
+    """full_clean then save; uniqueness races end as Conflict, not 500."""
+    instance.full_clean()
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as exc:
+        raise Conflict("That conflicts with an existing record.", code="duplicate") from exc
+
+
+def _audit_change(
+    *,
+    action: str,
+    acting_user: User,
+    request: HttpRequest | None,
+    target: Model,
+    target_type: str,
+    lob_slug: str = "",
+    before: dict | None,
+    after: dict | None,
+) -> None:
+    detail: dict[str, Any] = {}
+    if before is not None:
+        detail["before"] = before
+    if after is not None:
+        detail["after"] = after
+    audit_record(
+        action=action,
+        outcome=AuditEvent.Outcome.SUCCESS,
+        request=request,
+        actor=acting_user,
+        target_type=target_type,
+        target_id=str(
+            getattr(target, "account_id", None) or getattr(target, "slug", None) or target.pk
+        ),
+        lob_slug=lob_slug,
+        detail=detail,
+    )
+
+
+def _enqueue_lob_and_members(lob: Lob, slug: str | None = None) -> None:
+    mapping_outbox_enqueue(kind="lob", key=slug or lob.slug)
+    for username in lob.memberships.values_list("user__username", flat=True):
+        mapping_outbox_enqueue(kind="user", key=username)
+
+
+# --- AWS accounts ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def aws_account_create(
+    *, acting_user: User, request: HttpRequest | None = None, **fields: Any
+) -> AwsAccount:
+    """Register an AWS account (platform admins only)."""
+    _require_platform_admin(acting_user)
+    account = AwsAccount(**{k: v for k, v in fields.items() if k in ACCOUNT_FIELDS})
+    _validated_save(account)
+    _audit_change(
+        action="aws_account.created",
+        acting_user=acting_user,
+        request=request,
+        target=account,
+        target_type="aws_account",
+        before=None,
+        after=snapshot(account, ACCOUNT_FIELDS),
+    )
+    return account
+
+
+@transaction.atomic
+def aws_account_update(
+    *, account: AwsAccount, acting_user: User, request: HttpRequest | None = None, **changes: Any
+) -> AwsAccount:
+    """Change an AWS account's settings (platform admins only). The account id is fixed."""
+    _require_platform_admin(acting_user)
+    if "account_id" in changes and changes["account_id"] != account.account_id:
+        raise ServiceError(
+            "An account id cannot change; register the other account instead.",
+            code="immutable",
+            field="account_id",
+        )
+    before = snapshot(account, ACCOUNT_FIELDS)
+    for field, value in changes.items():
+        if field in ACCOUNT_FIELDS:
+            setattr(account, field, value)
+    _validated_save(account)
+    after = snapshot(account, ACCOUNT_FIELDS)
+    if before != after:
+        _audit_change(
+            action="aws_account.updated",
+            acting_user=acting_user,
+            request=request,
+            target=account,
+            target_type="aws_account",
+            before=before,
+            after=after,
+        )
+    return account
+
+
+@transaction.atomic
+def aws_account_delete(
+    *, account: AwsAccount, acting_user: User, request: HttpRequest | None = None
+) -> None:
+    """Remove an AWS account no LOB uses any more (platform admins only)."""
+    _require_platform_admin(acting_user)
+    in_use = list(account.lobs.values_list("slug", flat=True))
+    if in_use:
+        raise Conflict(
+            f"Account {account.account_id} is used by LOB(s) {', '.join(in_use)}; move them first.",
+            code="account_in_use",
+        )
+    before = snapshot(account, ACCOUNT_FIELDS)
+    account.delete()
+    audit_record(
+        action="aws_account.deleted",
+        outcome=AuditEvent.Outcome.SUCCESS,
+        request=request,
+        actor=acting_user,
+        target_type="aws_account",
+        target_id=before["account_id"],
+        detail={"before": before},
+    )
+
+
+# --- LOBs -----------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def lob_create(*, acting_user: User, request: HttpRequest | None = None, **fields: Any) -> Lob:
+    """Create a LOB mapped to an AWS account (platform admins only)."""
+    _require_platform_admin(acting_user)
+    lob = Lob(**{k: v for k, v in fields.items() if k in LOB_FIELDS})
+    _validated_save(lob)
+    _audit_change(
+        action="lob.created",
+        acting_user=acting_user,
+        request=request,
+        target=lob,
+        target_type="lob",
+        lob_slug=lob.slug,
+        before=None,
+        after=snapshot(lob, LOB_FIELDS),
+    )
+    mapping_outbox_enqueue(kind="lob", key=lob.slug)
+    return lob
+
+
+@transaction.atomic
+def lob_update(
+    *, lob: Lob, acting_user: User, request: HttpRequest | None = None, **changes: Any
+) -> Lob:
+    """Change a LOB (platform admins only); a new slug or account is republished."""
+    _require_platform_admin(acting_user)
+    before = snapshot(lob, LOB_FIELDS)
+    for field, value in changes.items():
+        if field in LOB_FIELDS:
+            setattr(lob, field, value)
+    _validated_save(lob)
+    after = snapshot(lob, LOB_FIELDS)
+    if before != after:
+        _audit_change(
+            action="lob.updated",
+            acting_user=acting_user,
+            request=request,
+            target=lob,
+            target_type="lob",
+            lob_slug=lob.slug,
+            before=before,
+            after=after,
+        )
+        if before["slug"] != after["slug"]:
+            mapping_outbox_enqueue(kind="lob", key=before["slug"])
+        _enqueue_lob_and_members(lob)
+    return lob
+
+
+@transaction.atomic
+def lob_delete(*, lob: Lob, acting_user: User, request: HttpRequest | None = None) -> None:
+    """Delete a LOB and its memberships (platform admins only)."""
+    _require_platform_admin(acting_user)
+    before = snapshot(lob, LOB_FIELDS)
+    usernames = list(lob.memberships.values_list("user__username", flat=True))
+    slug = lob.slug
+    lob.delete()
+    audit_record(
+        action="lob.deleted",
+        outcome=AuditEvent.Outcome.SUCCESS,
+        request=request,
+        actor=acting_user,
+        target_type="lob",
+        target_id=slug,
+        lob_slug=slug,
+        detail={"before": before, "members_removed": len(usernames)},
+    )
+    mapping_outbox_enqueue(kind="lob", key=slug)
+    for username in usernames:
+        mapping_outbox_enqueue(kind="user", key=username)
+
+
+# --- Memberships ----------------------------------------------------------------------------------
+
+
+def _require_member_manager(user: User, lob: Lob) -> None:
+    if not may_manage_members(user, lob):
+        raise NotPermitted("Only platform admins and this LOB's admins manage its members.")
+
+
+def _membership_snapshot(membership: Membership) -> dict[str, str]:
+    return {
+        "user": membership.user.username,
+        "lob": membership.lob.slug,
+        "role": membership.role,
+    }
+
+
+def _refuse_losing_last_admin(membership: Membership, acting_user: User) -> None:
+    """A LOB admin may not leave their LOB without an admin; platform admins may."""
+    if acting_user.is_staff or membership.role != Membership.Role.ADMIN:
+        return
+    other_admins = (
+        Membership.objects.filter(lob=membership.lob, role=Membership.Role.ADMIN)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+    if not other_admins:
+        raise Conflict(
+            "This is the LOB's last admin; name another admin first.", code="last_lob_admin"
+        )
+
+
+def _check_role(role: str) -> None:
+    if role not in Membership.Role.values:
+        raise ServiceError(
+            f"Role must be one of {', '.join(Membership.Role.values)}.",
+            code="invalid_role",
+            field="role",
+        )
+
+
+@transaction.atomic
+def membership_create(
+    *, lob: Lob, user: User, role: str, acting_user: User, request: HttpRequest | None = None
+) -> Membership:
+    """Add a user to a LOB with a role."""
+    _require_member_manager(acting_user, lob)
+    _check_role(role)
+    if not user.is_active:
+        raise ServiceError("That user is deactivated.", code="user_inactive", field="user")
+    if Membership.objects.filter(lob=lob, user=user).exists():
+        raise Conflict(f"{user.username} is already a member of {lob.slug}.", code="already_member")
+    membership = Membership(lob=lob, user=user, role=role)
+    try:
+        with transaction.atomic():
+            membership.save()
+    except IntegrityError as exc:
+        raise Conflict(
+            f"{user.username} is already a member of {lob.slug}.", code="already_member"
+        ) from exc
+    _audit_change(
+        action="membership.created",
+        acting_user=acting_user,
+        request=request,
+        target=membership,
+        target_type="membership",
+        lob_slug=lob.slug,
+        before=None,
+        after=_membership_snapshot(membership),
+    )
+    mapping_outbox_enqueue(kind="user", key=user.username)
+    return membership
+
+
+@transaction.atomic
+def membership_update(
+    *,
+    membership: Membership,
+    role: str,
+    acting_user: User,
+    request: HttpRequest | None = None,
+) -> Membership:
+    """Change a member's role in their LOB."""
+    _require_member_manager(acting_user, membership.lob)
+    _check_role(role)
+    if role == membership.role:
+        return membership
+    if role != Membership.Role.ADMIN:
+        _refuse_losing_last_admin(membership, acting_user)
+    before = _membership_snapshot(membership)
+    membership.role = role
+    membership.save(update_fields=["role", "updated_at"])
+    _audit_change(
+        action="membership.updated",
+        acting_user=acting_user,
+        request=request,
+        target=membership,
+        target_type="membership",
+        lob_slug=membership.lob.slug,
+        before=before,
+        after=_membership_snapshot(membership),
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_delete(
+    *, membership: Membership, acting_user: User, request: HttpRequest | None = None
+) -> None:
+    """Remove a member from a LOB."""
+    _require_member_manager(acting_user, membership.lob)
+    _refuse_losing_last_admin(membership, acting_user)
+    before = _membership_snapshot(membership)
+    membership_id = membership.pk
+    membership.delete()
+    audit_record(
+        action="membership.deleted",
+        outcome=AuditEvent.Outcome.SUCCESS,
+        request=request,
+        actor=acting_user,
+        target_type="membership",
+        target_id=str(membership_id),
+        lob_slug=before["lob"],
+        detail={"before": before},
+    )
+    mapping_outbox_enqueue(kind="user", key=before["user"])
+
+
+def validation_messages(exc: ValidationError) -> dict[str, list[str]]:
+    """A Django ValidationError as {field: [messages]} for forms and the API."""
+    if hasattr(exc, "error_dict"):
+        return exc.message_dict
+    return {"non_field_errors": exc.messages}

@@ -1,0 +1,60 @@
+"""factory_boy factories for the portal's models (no fixture files)."""
+
+from __future__ import annotations
+
+import factory
+
+from accounts.models import AwsAccount, Lob, Membership, User
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    """A user as created by sign-in: issuer + subject, no usable password."""
+
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user-{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@gatehouse.example")
+    idp_issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_test"
+    idp_subject = factory.Sequence(lambda n: f"sub-{n:08d}")
+    password = factory.django.Password(None)
+
+
+class AwsAccountFactory(factory.django.DjangoModelFactory):
+    """An AWS account with a well-formed invoke role in that account."""
+
+    class Meta:
+        model = AwsAccount
+        django_get_or_create = ("account_id",)
+
+    account_id = factory.Sequence(lambda n: f"{100000000000 + n:012d}")
+    name = factory.LazyAttribute(lambda a: f"Account {a.account_id}")
+    default_region = "us-east-1"
+    invoke_role_arn = factory.LazyAttribute(
+        lambda a: f"arn:aws:iam::{a.account_id}:role/GatehouseInvokeRole"
+    )
+    results_bucket = factory.LazyAttribute(lambda a: f"gatehouse-results-{a.account_id}")
+
+
+class LobFactory(factory.django.DjangoModelFactory):
+    """A LOB with its own AWS account."""
+
+    class Meta:
+        model = Lob
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"lob-{n}")
+    name = factory.LazyAttribute(lambda lob: lob.slug.replace("-", " ").title())
+    aws_account = factory.SubFactory(AwsAccountFactory)
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    """A user's role in a LOB."""
+
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    lob = factory.SubFactory(LobFactory)
+    role = Membership.Role.ANALYST
