@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import django_filters
 from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -266,9 +267,18 @@ class LobViewSet(
         my_role = Membership.objects.filter(lob=OuterRef("pk"), user=self.request.user).values(
             "role"
         )[:1]
+        # Correlated subqueries rather than a GROUP BY: they run for the page's rows only, and
+        # the paginator's COUNT(*) can drop them.
+        member_count = (
+            Membership.objects.filter(lob=OuterRef("pk"))
+            .order_by()
+            .values("lob")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
         return (
             selectors.lobs_visible_to(self.request.user)
-            .annotate(member_count=Count("memberships", distinct=True), my_role=Subquery(my_role))
+            .annotate(member_count=Coalesce(Subquery(member_count), 0), my_role=Subquery(my_role))
             .order_by("slug")
         )
 

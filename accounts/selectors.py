@@ -110,15 +110,3 @@ def audit_events_visible_to(user: User) -> QuerySet[AuditEvent]:
         id__in=member_lob_ids(user, roles=(Membership.Role.ADMIN,))
     ).values("slug")
     return events.filter(Q(lob_slug__in=admin_slugs) & ~Q(lob_slug=""))
-
-
-def users_visible_to(user: User) -> QuerySet[User]:
-    """Users the caller may look up (to add as members): platform and LOB admins see all."""
-    if _sees_everything(user) or (
-        user.is_authenticated
-        and Membership.objects.filter(
-            user=user, role=Membership.Role.ADMIN, lob__is_active=True
-        ).exists()
-    ):
-        return User.objects.filter(is_active=True)
-    return User.objects.filter(pk=user.pk) if user.is_authenticated else User.objects.none()

@@ -1,8 +1,8 @@
-"""URLs for sign-in and sign-out."""
+"""URLs for sign-in and sign-out, and the pages of lines of business."""
 
 from django.urls import path
 
-from accounts import views
+from accounts import pages, views
 
 urlpatterns = [
     path("login/", views.login_page, name="login"),
@@ -11,4 +11,18 @@ urlpatterns = [
     path("logout/", views.SignOutView.as_view(), name="logout"),
     path("signed-out/", views.signed_out_page, name="signed-out"),
     path("sign-in-failed/", views.sign_in_failed_page, name="sign-in-failed"),
+    path("lobs/", pages.lob_list, name="lob-list"),
+    path("lobs/<slug:slug>/", pages.lob_detail, name="lob-detail"),
+    path("lobs/<slug:slug>/members/", pages.lob_member_add, name="lob-member-add"),
+    path(
+        "lobs/<slug:slug>/members/<int:membership_id>/",
+        pages.lob_member_update,
+        name="lob-member-update",
+    ),
+    path(
+        "lobs/<slug:slug>/members/<int:membership_id>/remove/",
+        pages.lob_member_remove,
+        name="lob-member-remove",
+    ),
+    path("lobs/<slug:slug>/verify-account/", pages.lob_account_verify, name="lob-account-verify"),
 ]

@@ -25,8 +25,10 @@ import django
 django.setup()
 
 from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
+
+from portal.query_count import count_queries  # noqa: E402
 
 LOBS, ACCOUNTS, USERS = 1_000, 2_000, 100_000
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
@@ -77,7 +79,7 @@ def measure(client: APIClient, path: str) -> tuple[float, float, int]:
     timings = []
     for _ in range(10):  # warm-up
         client.get(path)
-    with CaptureQueriesContext(connection) as captured:
+    with count_queries() as counted:
         assert client.get(path).status_code == 200
     for _ in range(REQUESTS):
         start = time.perf_counter()
@@ -85,7 +87,7 @@ def measure(client: APIClient, path: str) -> tuple[float, float, int]:
         timings.append((time.perf_counter() - start) * 1000)
         assert response.status_code == 200
     timings.sort()
-    return statistics.median(timings), timings[int(len(timings) * 0.95) - 1], len(captured)
+    return statistics.median(timings), timings[int(len(timings) * 0.95) - 1], counted.count
 
 
 def main() -> int:

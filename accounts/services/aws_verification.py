@@ -10,7 +10,9 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, AwsAccount, User
+from accounts.selectors import aws_accounts_visible_to
 from portal import aws_gateway
+from portal.errors import NotPermitted
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,11 @@ def aws_account_verify(
 ) -> Verification:
     """Assume the invoke role as the acting user, call GetCallerIdentity, record the result.
 
-    Any member who can see the account may ask (the call is read-only); the outcome is stored
-    on the account and audited, with the exact AWS error when it fails.
+    Platform admins and the admins of a LOB using the account may ask (the ones who can see the
+    account); the outcome is stored on the account and audited, with the exact AWS error.
     """
+    if not aws_accounts_visible_to(acting_user).filter(pk=account.pk).exists():
+        raise NotPermitted("Only platform admins and the account's LOB admins may verify it.")
     try:
         identity = aws_gateway.caller_identity(
             access=account_access(account),

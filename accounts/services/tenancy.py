@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Model
+from django.db.models import Model, ProtectedError
 from django.http import HttpRequest
 
 from accounts.audit import audit_record
@@ -170,7 +170,13 @@ def aws_account_delete(
             code="account_in_use",
         )
     before = snapshot(account, ACCOUNT_FIELDS)
-    account.delete()
+    try:
+        with transaction.atomic():
+            account.delete()
+    except ProtectedError as exc:  # a LOB was attached since the check above
+        raise Conflict(
+            f"Account {account.account_id} is used by a LOB; move it first.", code="account_in_use"
+        ) from exc
     audit_record(
         action="aws_account.deleted",
         outcome=AuditEvent.Outcome.SUCCESS,
@@ -275,14 +281,15 @@ def _membership_snapshot(membership: Membership) -> dict[str, str]:
 
 def _refuse_losing_last_admin(membership: Membership, acting_user: User) -> None:
     """A LOB admin may not leave their LOB without an admin; platform admins may."""
-    if acting_user.is_staff or membership.role != Membership.Role.ADMIN:
+    if (acting_user.is_active and acting_user.is_staff) or membership.role != Membership.Role.ADMIN:
         return
-    other_admins = (
-        Membership.objects.filter(lob=membership.lob, role=Membership.Role.ADMIN)
-        .exclude(pk=membership.pk)
-        .exists()
+    # Lock the LOB's admin rows so two admins demoting each other at once cannot both succeed.
+    admins = list(
+        Membership.objects.select_for_update()
+        .filter(lob=membership.lob, role=Membership.Role.ADMIN)
+        .values_list("pk", flat=True)
     )
-    if not other_admins:
+    if not [pk for pk in admins if pk != membership.pk]:
         raise Conflict(
             "This is the LOB's last admin; name another admin first.", code="last_lob_admin"
         )
