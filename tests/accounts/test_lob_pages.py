@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.messages import get_messages
-from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership, User
 from portal import aws_gateway
+from portal.query_count import count_queries as counting
 
 pytestmark = pytest.mark.django_db
 
@@ -621,16 +620,14 @@ def test_verify_account_failure_shows_the_exact_error(world: World, moto_aws: st
 
 
 def count_queries(client: Client, path: str) -> int:
-    with CaptureQueriesContext(connection) as queries:
+    with counting() as counted:
         response = client.get(path)
     assert response.status_code == 200
-    return len(queries)
+    return counted.count
 
 
 @pytest.mark.parametrize("principal", ["platform_admin", "lob_admin"])
-def test_lob_list_runs_the_same_queries_for_2_or_12_lobs(
-    world: World, principal: str, django_assert_max_num_queries
-) -> None:
+def test_lob_list_runs_the_same_queries_for_2_or_12_lobs(world: World, principal: str) -> None:
     client = world.client_for(principal)
     client.get("/lobs/")  # warm the session
     few = count_queries(client, "/lobs/")
@@ -641,15 +638,11 @@ def test_lob_list_runs_the_same_queries_for_2_or_12_lobs(
 
     many = count_queries(client, "/lobs/")
 
-    assert many == few
-    with django_assert_max_num_queries(5):
-        client.get("/lobs/")
+    assert many == few <= 5
 
 
 @pytest.mark.parametrize("principal", ["platform_admin", "lob_admin"])
-def test_lob_page_runs_the_same_queries_for_3_or_23_members(
-    world: World, principal: str, django_assert_max_num_queries
-) -> None:
+def test_lob_page_runs_the_same_queries_for_3_or_23_members(world: World, principal: str) -> None:
     client = world.client_for(principal)
     client.get("/lobs/lob-a/")
     few = count_queries(client, "/lobs/lob-a/")
@@ -658,9 +651,7 @@ def test_lob_page_runs_the_same_queries_for_3_or_23_members(
 
     many = count_queries(client, "/lobs/lob-a/")
 
-    assert many == few
-    with django_assert_max_num_queries(7):
-        client.get("/lobs/lob-a/")
+    assert many == few <= 7
 
 
 def test_dashboard_runs_the_same_queries_for_1_or_11_memberships(world: World) -> None:
