@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership, User
 from accounts.services import aws_verification, tenancy
+from accounts.services.users import user_set_active
 from portal.errors import ServiceError
 
 # What the services refuse with; the admin shows these as messages, never as a 500.
@@ -546,6 +547,15 @@ class GatehouseUserAdmin(PlatformAdminAccess, UserAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Users are created by signing in, never by hand."""
         return False
+
+    def save_model(self, request: HttpRequest, obj: User, form: object, change: bool) -> None:
+        """Only the active flag is editable here; it goes through the service (audit, DynamoDB)."""
+        if change and "is_active" in form.changed_data:
+            wanted = obj.is_active
+            obj.is_active = not wanted
+            user_set_active(user=obj, is_active=wanted, acting_user=request.user, request=request)
+        else:
+            super().save_model(request, obj, form, change)
 
 
 @admin.register(AuditEvent)

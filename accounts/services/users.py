@@ -10,6 +10,8 @@ from django.http import HttpRequest
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, User
+from accounts.services.mapping_publication import mapping_outbox_enqueue
+from portal.errors import NotPermitted
 
 
 @dataclass(frozen=True)
@@ -138,4 +140,29 @@ def user_sync_from_identity(
             target_id=str(user.pk),
             detail={"channel": channel, "group": settings.PORTAL_ADMIN_GROUP},
         )
+    return user
+
+
+@transaction.atomic
+def user_set_active(
+    *, user: User, is_active: bool, acting_user: User, request: HttpRequest | None = None
+) -> User:
+    """Deactivate (or reactivate) a user: sign-in and API refuse them; Studio mapping withdrawn."""
+    if not (acting_user.is_active and acting_user.is_staff):
+        raise NotPermitted("Only platform admins may deactivate users.")
+    if user.is_active == is_active:
+        return user
+    user.is_active = is_active
+    user.save(update_fields=["is_active"])
+    audit_record(
+        action="user.reactivated" if is_active else "user.deactivated",
+        outcome=AuditEvent.Outcome.SUCCESS,
+        request=request,
+        actor=acting_user,
+        target_type="user",
+        target_id=str(user.pk),
+        detail={"username": user.username},
+    )
+    # The users table is derived from active users only.
+    mapping_outbox_enqueue(kind="user", key=user.username)
     return user

@@ -616,3 +616,23 @@ def test_verify_selected_accounts_action_records_each_outcome(
     assert (
         AuditEvent.objects.filter(action="aws_account.verified", actor=platform_admin).count() == 2
     )
+
+
+@pytest.mark.django_db
+def test_deactivating_a_user_in_the_admin_is_audited_and_published(client: Client) -> None:
+    admin = User.objects.create(username="root-admin", is_staff=True, idp_subject="root")
+    target = User.objects.create(username="leaver", idp_subject="leaver")
+    client.force_login(admin)
+    page = client.get(f"/admin/accounts/user/{target.pk}/change/")
+    assert page.status_code == 200
+
+    response = client.post(
+        f"/admin/accounts/user/{target.pk}/change/",
+        {"is_active": "", "_save": "Save"},
+    )
+
+    assert response.status_code == 302, response.content[:500]
+    target.refresh_from_db()
+    assert target.is_active is False
+    assert AuditEvent.objects.filter(action="user.deactivated", actor=admin).exists()
+    assert MappingOutbox.objects.filter(kind="user", key="leaver").exists()
