@@ -1,0 +1,126 @@
+"""Marketplace listings, LOB subscriptions to them, their SageMaker endpoints, and every call."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Lob
+from accounts.validators import REGION_CHOICES, validate_region
+
+CONTENT_TYPES = ("text/csv", "application/json", "application/jsonlines")
+
+
+class Listing(models.Model):
+    """A model product on AWS Marketplace, and how its seller vouches for subscriptions.
+
+    The seller's token service is an HTTPS URL (``POST <url>/auth/init``) or a Lambda function ARN
+    invoked cross-account; its tokens are verified against ``seller_jwks_url`` and must carry
+    ``iss`` = ``seller_issuer`` and ``aud`` = ``product_code``.
+    """
+
+    product_code = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=128)
+    seller_name = models.CharField(max_length=128)
+    model_package_arn = models.CharField(max_length=600, blank=True)
+    description = models.TextField(blank=True)
+    content_types = models.JSONField(
+        default=list, help_text=f"Accepted request content types, among {', '.join(CONTENT_TYPES)}."
+    )
+    token_service_url = models.URLField(blank=True)
+    token_service_lambda_arn = models.CharField(max_length=600, blank=True)
+    seller_issuer = models.CharField(max_length=255)
+    seller_jwks_url = models.URLField("seller JWKS URL")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.product_code})"
+
+
+class Subscription(models.Model):
+    """A LOB's subscription to a listing; only an active, unexpired one can be invoked."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    lob = models.ForeignKey(Lob, on_delete=models.PROTECT, related_name="subscriptions")
+    listing = models.ForeignKey(Listing, on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    starts_on = models.DateField(default=timezone.localdate)
+    ends_on = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["lob__slug", "listing__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lob", "listing"], name="subscription_one_per_lob_listing"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lob.slug} → {self.listing.product_code}"
+
+    def is_usable(self, today: object = None) -> bool:
+        """Active, started, not past its end date, and its LOB active."""
+        today = today or timezone.localdate()
+        return (
+            self.status == self.Status.ACTIVE
+            and self.starts_on <= today
+            and (self.ends_on is None or today <= self.ends_on)
+            and self.lob.is_active
+        )
+
+
+class Endpoint(models.Model):
+    """The SageMaker endpoint serving a subscription, in the LOB's AWS account."""
+
+    subscription = models.OneToOneField(
+        Subscription, on_delete=models.CASCADE, related_name="endpoint"
+    )
+    name = models.CharField(max_length=63)
+    region = models.CharField(max_length=32, choices=REGION_CHOICES, validators=[validate_region])
+    status = models.CharField(max_length=32, blank=True, help_text="From DescribeEndpoint.")
+    instance_type = models.CharField(max_length=64, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    sync_error = models.CharField(max_length=500, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Invocation(models.Model):
+    """One call through the authorized proxy path, allowed or refused; never its payload."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, related_name="invocations"
+    )
+    principal = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="invocations"
+    )
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    bytes_in = models.PositiveIntegerField(default=0)
+    bytes_out = models.PositiveIntegerField(default=0)
+    records = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=32, help_text="ok, or the refusal/error code.")
+    result_uri = models.CharField(max_length=1024, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["subscription", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.outcome}"
