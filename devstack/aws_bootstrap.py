@@ -70,7 +70,41 @@ def ensure_results_buckets(moto_url: str, region: str, accounts=DEMO_ACCOUNTS) -
                 raise
 
 
-def bootstrap_aws(moto_url: str, region: str) -> None:
+def ensure_sagemaker_endpoints(moto_url: str, region: str, endpoints: dict[str, str]) -> None:
+    """The SageMaker endpoint (model, config, endpoint) of each subscription, in its account.
+
+    moto answers the control plane (DescribeEndpoint: InService); invocations go to the runtime
+    stand-in, which forwards them to the local model container.
+    """
+    for endpoint, account_id in endpoints.items():
+        sagemaker = _client(
+            "sagemaker", moto_url, region, _account_credentials(moto_url, region, account_id)
+        )
+        existing = sagemaker.list_endpoints(NameContains=endpoint)["Endpoints"]
+        if any(item["EndpointName"] == endpoint for item in existing):
+            continue
+        sagemaker.create_model(
+            ModelName=endpoint,
+            ExecutionRoleArn=f"arn:aws:iam::{account_id}:role/SageMakerExecutionRole",
+            PrimaryContainer={"Image": "identity-transcoder:local"},
+            EnableNetworkIsolation=True,
+        )
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=endpoint,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": endpoint,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.large",
+                }
+            ],
+        )
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=endpoint)
+
+
+def bootstrap_aws(moto_url: str, region: str, endpoints: dict[str, str]) -> None:
     """Everything above, idempotently."""
     ensure_tables(moto_url, region)
     ensure_results_buckets(moto_url, region)
+    ensure_sagemaker_endpoints(moto_url, region, endpoints)

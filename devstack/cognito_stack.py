@@ -67,6 +67,9 @@ def stack_description(run_id: str, pool: BootstrapResult) -> dict:
             "redis": f"redis://{config.HOST}:{config.PORTS['redis']}/0",
             "moto": config.url("moto"),
             "cognito_hosted_ui": config.url("cognito"),
+            "sagemaker_runtime": config.url("runtime"),
+            "model_container": config.url("model"),
+            "seller_token_service": config.url("seller"),
         },
         "cognito": {
             "region": config.REGION,
@@ -92,7 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     wait_for_moto()
-    bootstrap_aws(config.url("moto"), config.REGION)
+    bootstrap_aws(
+        config.url("moto"),
+        config.REGION,
+        {endpoint: account for account, endpoint in config.DEMO_ENDPOINTS.values()},
+    )
     web = config.url("web")
     pool = bootstrap(
         moto_url=config.url("moto"),

@@ -18,6 +18,16 @@ PORTS = {
     "redis": int(os.environ.get("GATEHOUSE_REDIS_PORT", "6479")),
     "moto": int(os.environ.get("GATEHOUSE_MOTO_PORT", "4566")),
     "cognito": int(os.environ.get("GATEHOUSE_COGNITO_PORT", "8110")),
+    "model": int(os.environ.get("GATEHOUSE_MODEL_PORT", "8120")),
+    "seller": int(os.environ.get("GATEHOUSE_SELLER_PORT", "8130")),
+    "runtime": int(os.environ.get("GATEHOUSE_RUNTIME_PORT", "8140")),
+}
+
+# The demo's Marketplace product, and the SageMaker endpoint serving it in each LOB's account.
+PRODUCT_CODE = "identity-transcoder"
+DEMO_ENDPOINTS = {
+    "lob-a": ("111111111111", "identity-transcoder-lob-a"),
+    "lob-b": ("222222222222", "identity-transcoder-lob-b"),
 }
 
 

@@ -1,7 +1,8 @@
 """``make demo``: run the whole local stack under one supervisor (honcho) until Ctrl-C.
 
 Processes: the bundled redis-server, the moto server, the local Cognito (pool bootstrap plus
-hosted-UI stand-in), the portal under gunicorn, a Celery worker and Celery beat. The portal,
+hosted-UI stand-in), the seller side (model container, SageMaker runtime stand-in, seller token
+service), the portal under gunicorn, a Celery worker and Celery beat. The portal,
 worker and beat start once the local Cognito has written this run's settings.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from honcho.manager import Manager
 
@@ -23,11 +25,32 @@ ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 def processes(run_id: str) -> dict[str, list[str]]:
     """The command line of every process of the stack."""
     python = sys.executable
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     after = [python, "-m", "devstack.after_bootstrap", run_id]
     return {
         "redis": redis_command(config.PORTS["redis"], config.VAR / "redis"),
         "moto": [python, "-m", "moto.server", "-H", config.HOST, "-p", str(config.PORTS["moto"])],
         "cognito": [python, "-m", "devstack.cognito_stack", run_id],
+        "model": [
+            python, "-m", "devstack.model_container",
+            "--host", config.HOST, "--port", str(config.PORTS["model"]),
+        ],
+        "runtime": [
+            python, "-m", "devstack.sagemaker_runtime",
+            "--host", config.HOST, "--port", str(config.PORTS["runtime"]),
+            *[
+                arg
+                for _, endpoint in config.DEMO_ENDPOINTS.values()
+                for arg in ("--endpoint", f"{endpoint}={config.url('model')}")
+            ],
+        ],
+        "seller": [
+            python, "-m", "devstack.seller_token_service",
+            "--host", config.HOST, "--port", str(config.PORTS["seller"]),
+            # lob-a's account is entitled; lob-b's entitlement ended yesterday.
+            "--entitle", f"{config.PRODUCT_CODE}:{config.DEMO_ENDPOINTS['lob-a'][0]}",
+            "--entitle", f"{config.PRODUCT_CODE}:{config.DEMO_ENDPOINTS['lob-b'][0]}:{yesterday}",
+        ],
         "web": [
             *after, "--setup", "--",
             python, "-m", "gunicorn", "portal.wsgi",
@@ -73,6 +96,9 @@ def main() -> int:
     print(f"  portal            {config.url('web')}   (sign in as admin, user-lob-a or user-lob-b)")
     print(f"  Cognito hosted UI {config.url('cognito')}")
     print(f"  moto (AWS APIs)   {config.url('moto')}")
+    print(f"  SageMaker runtime {config.url('runtime')}   (stand-in, forwards to the model)")
+    print(f"  model container   {config.url('model')}   (identity transcoder)")
+    print(f"  seller tokens     {config.url('seller')}   (the seller's token service)")
     print(f"  redis             redis://{config.HOST}:{config.PORTS['redis']}/0")
     print(f"  details for scripts (ids, demo passwords): {config.STATE_FILE}")
     print("Ctrl-C stops everything.\n", flush=True)
