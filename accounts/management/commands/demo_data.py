@@ -1,17 +1,20 @@
-"""Load the local stack's demo data: its Cognito users, two LOBs, their accounts and members."""
+"""Load the local stack's demo data: users, LOBs, accounts, members, a listing and subscriptions."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from accounts.models import AwsAccount, Lob, Membership, User
 from accounts.services import tenancy
 from accounts.services.mapping_publication import mapping_outbox_drain
 from accounts.services.users import Identity, user_sync_from_identity
+from subscriptions.models import Endpoint, Listing, Subscription
 
 # (account id, account name, LOB slug, LOB name)
 DEMO_LOBS = (
@@ -70,11 +73,57 @@ class Command(BaseCommand):
                 tenancy.membership_create(
                     lob=lob, user=users[username], role=role, acting_user=admin
                 )
+        self._subscriptions(description["services"])
         published = mapping_outbox_drain()
         self.stdout.write(
             f"demo data ready: {len(users)} users, {Lob.objects.count()} LOBs; "
             f"DynamoDB publication: {published.delivered} delivered, {published.failed} failed"
         )
+
+    def _subscriptions(self, services: dict[str, str]) -> None:
+        """The Identity Transcoder listing; lob-a subscribed (active), lob-b's expired."""
+        runtime, seller = services.get("sagemaker_runtime"), services.get("seller_token_service")
+        if not runtime or not seller:
+            return  # a stack without the seller side
+        # Each account reaches SageMaker runtime through its endpoint override (in production a
+        # VPC endpoint; here the stand-in).
+        AwsAccount.objects.filter(account_id__in=[a for a, *_ in DEMO_LOBS]).update(
+            sagemaker_runtime_endpoint_url=runtime
+        )
+        listing, _ = Listing.objects.get_or_create(
+            product_code="identity-transcoder",
+            defaults={
+                "name": "Identity Transcoder",
+                "seller_name": "Acme Identity",
+                "description": (
+                    "Privacy-safe identity transcoding: normalises emails, phone numbers and "
+                    "mobile ad ids and returns pseudonymous ids keyed to your domain."
+                ),
+                "content_types": ["text/csv", "application/json", "application/jsonlines"],
+                "token_service_url": seller,
+                "seller_issuer": seller,
+                "seller_jwks_url": f"{seller}/.well-known/jwks.json",
+            },
+        )
+        today = timezone.localdate()
+        plans = {
+            "lob-a": (Subscription.Status.ACTIVE, None),
+            "lob-b": (Subscription.Status.EXPIRED, today - timedelta(days=1)),
+        }
+        for slug, (status, ends_on) in plans.items():
+            subscription, _ = Subscription.objects.get_or_create(
+                lob=Lob.objects.get(slug=slug),
+                listing=listing,
+                defaults={
+                    "status": status,
+                    "starts_on": today - timedelta(days=30),
+                    "ends_on": ends_on,
+                },
+            )
+            Endpoint.objects.get_or_create(
+                subscription=subscription,
+                defaults={"name": f"identity-transcoder-{slug}", "region": "us-east-1"},
+            )
 
     def _user(self, entry: dict) -> User:
         user = user_sync_from_identity(
