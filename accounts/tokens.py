@@ -2,7 +2,10 @@
 
 Keys come from the user pool's JWKS, cached in-process. A token signed with a key we do not know
 triggers one refetch (key rotation), but never more often than JWKS_MIN_REFRESH_SECONDS, so forged
-tokens cannot turn the portal into a JWKS-fetching loop. Only RS256 is accepted.
+tokens cannot turn the portal into a JWKS-fetching loop. Only RS256 is accepted from Cognito.
+
+:class:`JwksCache` also serves other issuers' key sets (the sellers' ES256/RS256 tokens): each cache
+keeps only the keys of the algorithms it was built for.
 """
 
 from __future__ import annotations
@@ -32,10 +35,21 @@ class IdentityProviderUnavailable(Exception):
 
 
 class JwksCache:
-    """The signing keys published at one JWKS URL, with a rate-limited refresh."""
+    """The signing keys of ``algorithms`` published at one JWKS URL, with a rate-limited refresh.
 
-    def __init__(self, url: str) -> None:
+    ``timeout`` is the (connect, read) timeout of the fetch; ``None`` reads ``OIDC_TIMEOUT``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        algorithms: tuple[str, ...] = (ALGORITHM,),
+        timeout: float | tuple[float, float] | None = None,
+    ) -> None:
         self.url = url
+        self.algorithms = tuple(algorithms)
+        self.timeout = timeout
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = threading.Lock()
@@ -56,7 +70,8 @@ class JwksCache:
     def _refresh(self) -> None:
         with self._lock:
             try:
-                response = requests.get(self.url, timeout=settings.OIDC_TIMEOUT)
+                timeout = self.timeout if self.timeout is not None else settings.OIDC_TIMEOUT
+                response = requests.get(self.url, timeout=timeout)
                 response.raise_for_status()
                 key_set = jwt.PyJWKSet.from_dict(response.json())
             except (requests.RequestException, ValueError, jwt.PyJWKSetError) as exc:
@@ -66,21 +81,30 @@ class JwksCache:
             self._keys = {
                 key.key_id: key
                 for key in key_set.keys
-                if key.key_id and key.algorithm_name == ALGORITHM
+                if key.key_id and key.algorithm_name in self.algorithms
             }
             self._fetched_at = time.monotonic()
 
 
-_caches: dict[str, JwksCache] = {}
+_caches: dict[tuple[str, tuple[str, ...]], JwksCache] = {}
 _caches_lock = threading.Lock()
 
 
-def jwks_cache(url: str) -> JwksCache:
-    """The process-wide cache for one JWKS URL (settings are read at call time, not import)."""
+def jwks_cache(
+    url: str,
+    *,
+    algorithms: tuple[str, ...] = (ALGORITHM,),
+    timeout: float | tuple[float, float] | None = None,
+) -> JwksCache:
+    """The process-wide cache for one JWKS URL and set of algorithms (Cognito's RS256 by default).
+
+    Settings are read at call time, not import. ``timeout`` applies when the cache is first made.
+    """
+    key = (url, tuple(algorithms))
     with _caches_lock:
-        cache = _caches.get(url)
+        cache = _caches.get(key)
         if cache is None:
-            cache = _caches[url] = JwksCache(url)
+            cache = _caches[key] = JwksCache(url, algorithms=key[1], timeout=timeout)
         return cache
 
 

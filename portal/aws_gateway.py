@@ -418,6 +418,7 @@ def client(
     region: str | None = None,
     read_timeout: float | None = None,
     endpoint_url: str | None = None,
+    max_attempts: int | None = None,
 ) -> BaseClient:
     """A botocore client for ``service`` in ``access``'s account, or with the portal's credentials.
 
@@ -427,7 +428,8 @@ def client(
     account's region, or ``AWS_REGION`` without an account. ``read_timeout`` overrides
     ``AWS_READ_TIMEOUT`` (SageMaker InvokeEndpoint needs 70 s). ``endpoint_url`` overrides the
     endpoint for a client without an account (e.g. a VPC endpoint for the portal's own tables).
-    Clients are cached and thread-safe.
+    ``max_attempts`` overrides ``AWS_MAX_ATTEMPTS`` (1 for calls that must not repeat, such as a
+    model invocation). Clients are cached and thread-safe.
     """
     _check_session_name(session_name)
     return _cached_client(
@@ -437,6 +439,7 @@ def client(
         region=region or (access.region if access is not None else settings.AWS_REGION),
         endpoint_url=endpoint_url or _endpoint_url(service, access),
         read_timeout=read_timeout,
+        max_attempts=max_attempts,
     )
 
 
@@ -448,13 +451,15 @@ def _cached_client(
     region: str,
     endpoint_url: str | None,
     read_timeout: float | None,
+    max_attempts: int | None = None,
 ) -> BaseClient:
+    attempts = settings.AWS_MAX_ATTEMPTS if max_attempts is None else max_attempts
     config = Config(
         connect_timeout=settings.AWS_CONNECT_TIMEOUT,
         read_timeout=settings.AWS_READ_TIMEOUT if read_timeout is None else read_timeout,
         # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first
         # try, which is what AWS_MAX_ATTEMPTS means here and in the AWS SDKs' own configuration.
-        retries={"mode": "standard", "total_max_attempts": settings.AWS_MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         user_agent_appid="gatehouse",
     )
     key = (
@@ -465,7 +470,7 @@ def _cached_client(
         endpoint_url,
         config.connect_timeout,
         config.read_timeout,
-        settings.AWS_MAX_ATTEMPTS,
+        attempts,
     )
     with _lock:
         cached = _clients.get(key)

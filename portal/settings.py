@@ -314,6 +314,40 @@ DYNAMODB_ENDPOINT_URL = env.str("DYNAMODB_ENDPOINT_URL", default="")
 # Delivered outbox rows are kept this long for inspection, then purged daily.
 DYNAMODB_OUTBOX_RETENTION_DAYS = env.int("DYNAMODB_OUTBOX_RETENTION_DAYS", default=7)
 
+# --- Subscriptions --------------------------------------------------------------------------------
+# The authorized proxy path (subscriptions/services/). Read at call time.
+# The seller's token service (POST <url>/auth/init, or its Lambda): connect and read timeouts (s).
+SELLER_TOKEN_CONNECT_TIMEOUT = env.float("SELLER_TOKEN_CONNECT_TIMEOUT", default=3.0)
+SELLER_TOKEN_READ_TIMEOUT = env.float("SELLER_TOKEN_READ_TIMEOUT", default=10.0)
+# A seller token is reused from the cache until this fraction of its life is spent.
+SELLER_TOKEN_CACHE_FRACTION = env.float("SELLER_TOKEN_CACHE_FRACTION", default=0.8)
+# Clock skew allowed when checking a seller token's exp/iat/nbf (seconds).
+SELLER_TOKEN_LEEWAY_SECONDS = env.int("SELLER_TOKEN_LEEWAY_SECONDS", default=30)
+# SageMaker real-time InvokeEndpoint: the container answers within 60 s; AWS advises a 70 s read
+# timeout. Payloads are limited to 6 MB.
+INVOKE_READ_TIMEOUT = env.float("INVOKE_READ_TIMEOUT", default=70.0)
+INVOKE_MAX_PAYLOAD_BYTES = env.int("INVOKE_MAX_PAYLOAD_BYTES", default=6 * 1024 * 1024)
+# The Retry-After (seconds) a caller is told when SageMaker throttles its call.
+INVOKE_RETRY_AFTER_SECONDS = env.int("INVOKE_RETRY_AFTER_SECONDS", default=1)
+# Endpoint status and instance type are refreshed from DescribeEndpoint this often (seconds).
+ENDPOINT_SYNC_INTERVAL_SECONDS = env.int("ENDPOINT_SYNC_INTERVAL_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE["sync-endpoints"] = {
+    "task": "subscriptions.sync_endpoints",
+    "schedule": float(ENDPOINT_SYNC_INTERVAL_SECONDS),
+    # A missed run is not worth catching up on: the next one refreshes everything.
+    "options": {"expires": max(ENDPOINT_SYNC_INTERVAL_SECONDS - 10, 10)},
+}
+
+# --- SageMaker Studio -----------------------------------------------------------------------------
+# Opening a LOB's Studio (accounts/studio.py): CreatePresignedDomainUrl in the LOB's account. Read
+# at call time. The URL is a bearer credential, so it lives only seconds (AWS allows 5-300); the
+# Studio session it starts lasts STUDIO_SESSION_SECONDS (AWS allows 1800-43200).
+STUDIO_URL_EXPIRES_SECONDS = env.int("STUDIO_URL_EXPIRES_SECONDS", default=20)
+STUDIO_SESSION_SECONDS = env.int("STUDIO_SESSION_SECONDS", default=43200)
+# Viewers read their LOB's results; Studio gives a notebook with the account's role, so they are
+# kept out unless a deployment decides otherwise.
+STUDIO_ALLOW_VIEWERS = env.bool("STUDIO_ALLOW_VIEWERS", default=False)
+
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -15,12 +15,15 @@ from accounts.api import (
 )
 from accounts.views import SignOutView
 from portal import health, views
+from subscriptions.api import ListingViewSet, SubscriptionViewSet
 
 router = DefaultRouter()
 router.register("lobs", LobViewSet, basename="lob")
 router.register("aws-accounts", AwsAccountViewSet, basename="aws-account")
 router.register("memberships", MembershipViewSet, basename="membership")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
+router.register("listings", ListingViewSet, basename="listing")
+router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 
 api_v1 = [
     path("me/", MeView.as_view(), name="me"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -12,6 +14,10 @@ from accounts.models import Lob
 from accounts.validators import REGION_CHOICES, validate_region
 
 CONTENT_TYPES = ("text/csv", "application/json", "application/jsonlines")
+_LAMBDA_ARN = re.compile(
+    r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,140}(:[A-Za-z0-9$_-]+)?",
+    re.ASCII,
+)
 
 
 class Listing(models.Model):
@@ -43,6 +49,24 @@ class Listing(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.product_code})"
 
+    def clean(self) -> None:
+        """Known content types; exactly one token service, an HTTPS URL or a Lambda function ARN."""
+        errors: dict[str, str] = {}
+        token_url_field, token_arn_field = "token_service_url", "token_service_lambda_arn"
+        types = self.content_types
+        if not isinstance(types, list) or not types or not set(types) <= set(CONTENT_TYPES):
+            errors["content_types"] = f"Choose one or more of {', '.join(CONTENT_TYPES)}."
+        if bool(self.token_service_url) == bool(self.token_service_lambda_arn):
+            errors[token_url_field] = (
+                "Give the seller's token service: an HTTPS URL or a Lambda function ARN, not both."
+            )
+        if self.token_service_lambda_arn and not _LAMBDA_ARN.fullmatch(
+            self.token_service_lambda_arn
+        ):
+            errors[token_arn_field] = "Not a Lambda function ARN."
+        if errors:
+            raise ValidationError(errors)
+
 
 class Subscription(models.Model):
     """A LOB's subscription to a listing; only an active, unexpired one can be invoked."""
@@ -71,6 +95,11 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lob.slug} → {self.listing.product_code}"
+
+    def clean(self) -> None:
+        """A subscription cannot end before it starts."""
+        if self.ends_on and self.starts_on and self.ends_on < self.starts_on:
+            raise ValidationError({"ends_on": "The end date is before the start date."})
 
     def is_usable(self, today: object = None) -> bool:
         """Active, started, not past its end date, and its LOB active."""
@@ -102,6 +131,9 @@ class Endpoint(models.Model):
 
 class Invocation(models.Model):
     """One call through the authorized proxy path, allowed or refused; never its payload."""
+
+    # ``outcome`` of a call that was answered and stored; anything else is the refusal/error code.
+    OUTCOME_OK = "ok"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     subscription = models.ForeignKey(

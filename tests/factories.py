@@ -5,6 +5,7 @@ from __future__ import annotations
 import factory
 
 from accounts.models import AwsAccount, Lob, Membership, User
+from subscriptions.models import Endpoint, Invocation, Listing, Subscription
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -58,3 +59,61 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     lob = factory.SubFactory(LobFactory)
     role = Membership.Role.ANALYST
+
+
+# --- Subscriptions --------------------------------------------------------------------------------
+
+
+class ListingFactory(factory.django.DjangoModelFactory):
+    """A Marketplace listing whose seller's token service is an HTTPS URL."""
+
+    class Meta:
+        model = Listing
+        django_get_or_create = ("product_code",)
+
+    product_code = factory.Sequence(lambda n: f"product-{n}")
+    name = factory.LazyAttribute(lambda listing: listing.product_code.replace("-", " ").title())
+    seller_name = "Acme Identity"
+    content_types = factory.LazyFunction(
+        lambda: ["text/csv", "application/json", "application/jsonlines"]
+    )
+    token_service_url = "https://seller.example"
+    seller_issuer = "https://seller.example"
+    seller_jwks_url = "https://seller.example/.well-known/jwks.json"
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory):
+    """An active subscription of a LOB to a listing, with no end date."""
+
+    class Meta:
+        model = Subscription
+
+    lob = factory.SubFactory(LobFactory)
+    listing = factory.SubFactory(ListingFactory)
+    status = Subscription.Status.ACTIVE
+
+
+class EndpointFactory(factory.django.DjangoModelFactory):
+    """The SageMaker endpoint of a subscription, in its LOB account's region."""
+
+    class Meta:
+        model = Endpoint
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    name = factory.LazyAttribute(
+        lambda e: f"{e.subscription.listing.product_code}-{e.subscription.lob.slug}"
+    )
+    region = factory.LazyAttribute(lambda e: e.subscription.lob.aws_account.default_region)
+
+
+class InvocationFactory(factory.django.DjangoModelFactory):
+    """A recorded call through the proxy path."""
+
+    class Meta:
+        model = Invocation
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    outcome = Invocation.OUTCOME_OK
+    bytes_in = 1000
+    bytes_out = 800
+    records = 10

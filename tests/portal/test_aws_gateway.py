@@ -311,6 +311,15 @@ def test_invoke_endpoint_client_can_wait_seventy_seconds() -> None:
     assert client("sagemaker-runtime", access=account(ACCOUNT_A)).meta.config.read_timeout == 15
 
 
+def test_a_call_that_must_not_repeat_gets_one_attempt() -> None:
+    once = client("sagemaker-runtime", access=account(ACCOUNT_A), max_attempts=1)
+    default = client("sagemaker-runtime", access=account(ACCOUNT_A))
+
+    assert once.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert default.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert once is not default
+
+
 def test_settings_are_read_at_call_time(settings) -> None:
     before = client("dynamodb")
 

@@ -1,0 +1,1 @@
+"""Services of the subscriptions app: the catalogue, the authorized proxy path, endpoint sync."""

@@ -1,0 +1,49 @@
+"""Who may run a subscription's model, checked where the work happens (not only when submitted)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from accounts.audit import audit_record
+from accounts.models import AuditEvent, Membership, User
+from accounts.selectors import may_invoke, role_in
+from portal.errors import NotPermitted
+from subscriptions.models import Subscription
+
+
+def invoke_permission_check(*, principal: User, subscription: Subscription) -> None:
+    """NotPermitted unless the principal may invoke in the subscription's LOB and it is usable.
+
+    Codes: ``not_a_member`` (no role in the LOB, or the person is deactivated), ``may_not_invoke``
+    (a viewer), ``subscription_inactive`` (not active, not started, ended, or its LOB inactive).
+    """
+    lob = subscription.lob
+    if not (principal.is_active and may_invoke(principal, lob)):
+        # Only refusals pay for the second query that tells the two cases apart.
+        if principal.is_active and role_in(principal, lob) == Membership.Role.VIEWER:
+            raise NotPermitted(
+                f"Viewers of {lob.slug} cannot run its models.", code="may_not_invoke"
+            )
+        raise NotPermitted(
+            f"Only analysts and admins of {lob.slug} may run its models.", code="not_a_member"
+        )
+    if not subscription.is_usable():
+        raise NotPermitted(
+            f"The subscription is {subscription.status} or outside its dates; it cannot be used.",
+            code="subscription_inactive",
+        )
+
+
+def unknown_subscription_record(
+    *, action: str, principal: User, subscription_ref: str, request: HttpRequest | None = None
+) -> None:
+    """Audit an authorize or invoke for a subscription the principal cannot see (answered 404)."""
+    audit_record(
+        action=action,
+        outcome=AuditEvent.Outcome.REFUSED,
+        request=request,
+        actor=principal if principal.is_authenticated else None,
+        target_type="subscription",
+        target_id=subscription_ref[:128],
+        reason="not_found",
+    )

@@ -1,0 +1,209 @@
+"""The proxy path's services called directly, as Celery jobs will call them."""
+
+from __future__ import annotations
+
+import json
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from accounts import tokens
+from accounts.models import AuditEvent, Membership
+from devstack.wsgi_thread import serve_in_thread
+from portal.errors import NotPermitted
+from subscriptions.errors import TokenRejected
+from subscriptions.models import Invocation
+from subscriptions.selectors import subscription_by_id, subscription_for_member
+from subscriptions.services.proxy import invocation_run
+from subscriptions.services.seller_tokens import (
+    SellerToken,
+    seller_token_verify,
+    subscription_authorize,
+)
+from tests.subscriptions.conftest import ACCOUNT_A, PRODUCT, SELLER_ISSUER, ProxyWorld
+
+pytestmark = pytest.mark.django_db
+
+PAYLOAD = b'{"email": "jane@example.com"}\n'
+
+
+def run(proxy: ProxyWorld, principal: str, token: str, **overrides):
+    subscription = subscription_by_id(proxy.subscription_a.pk)
+    arguments = {
+        "subscription": subscription,
+        "principal": proxy.world.user(principal),
+        "token": token,
+        "body": PAYLOAD,
+        "content_type": "application/jsonlines",
+        **overrides,
+    }
+    return invocation_run(**arguments)
+
+
+def test_service_returns_the_answer_its_record_and_where_it_is_stored(proxy: ProxyWorld) -> None:
+    result = run(proxy, "analyst", proxy.token())
+
+    assert json.loads(result.body)["record"] == 0
+    assert result.content_type == "application/jsonlines"
+    assert result.invocation.outcome == "ok"
+    assert result.result_uri.endswith(f"/{result.invocation.pk}")
+    assert set(result.timings) == {"authorization", "credentials", "invoke", "store", "record"}
+    assert all(value >= 0 for value in result.timings.values())
+
+
+def test_member_removed_after_obtaining_a_token_is_refused_when_the_job_runs(
+    proxy: ProxyWorld,
+) -> None:
+    token = proxy.token("analyst")
+    Membership.objects.filter(user=proxy.world.user("analyst")).delete()
+
+    with pytest.raises(NotPermitted) as refused:
+        run(proxy, "analyst", token)
+
+    assert (refused.value.status, refused.value.code) == (403, "not_a_member")
+    invocation = Invocation.objects.get()
+    assert (invocation.outcome, invocation.principal) == (
+        "not_a_member",
+        proxy.world.user("analyst"),
+    )
+    event = AuditEvent.objects.get(action="subscription.invoked")
+    assert (event.outcome, event.reason) == ("refused", "not_a_member")
+    assert proxy.container_counter.calls["/invocations"] == 0
+
+
+def test_deactivated_person_is_refused_even_with_a_role(proxy: ProxyWorld) -> None:
+    token = proxy.token("analyst")
+    analyst = proxy.world.user("analyst")
+    analyst.is_active = False
+    analyst.save()
+
+    with pytest.raises(NotPermitted) as refused:
+        run(proxy, "analyst", token)
+
+    assert refused.value.code == "not_a_member"
+
+
+def test_authorize_returns_a_token_with_its_expiry(proxy: ProxyWorld) -> None:
+    seller_token = subscription_authorize(
+        subscription=subscription_by_id(proxy.subscription_a.pk),
+        principal=proxy.world.user("analyst"),
+    )
+
+    assert isinstance(seller_token, SellerToken)
+    assert seller_token.token not in repr(seller_token)
+    claims = jwt.decode(seller_token.token, options={"verify_signature": False})
+    assert int(seller_token.expires_at.timestamp()) == claims["exp"]
+
+
+def test_verify_returns_the_claims_of_a_good_token(proxy: ProxyWorld) -> None:
+    claims = seller_token_verify(
+        token=proxy.token(), subscription=subscription_by_id(proxy.subscription_a.pk)
+    )
+
+    assert (claims["iss"], claims["aud"], claims["sub"]) == (SELLER_ISSUER, PRODUCT, ACCOUNT_A)
+
+
+def test_hot_path_reads_the_subscription_once_and_writes_two_rows(
+    proxy: ProxyWorld, django_assert_max_num_queries
+) -> None:
+    token = proxy.token()
+    analyst = proxy.world.user("analyst")
+    run(proxy, "analyst", token)  # warm: JWKS, assumed role, clients
+
+    # Selector (1) + role check (1) + Invocation and audit inserts (2) + savepoint pair (2).
+    with django_assert_max_num_queries(6):
+        subscription = subscription_for_member(analyst, proxy.subscription_a.pk)
+        invocation_run(
+            subscription=subscription,
+            principal=analyst,
+            token=token,
+            body=PAYLOAD,
+            content_type="application/jsonlines",
+        )
+
+
+def test_api_call_makes_no_extra_queries(proxy: ProxyWorld, django_assert_max_num_queries) -> None:
+    token = proxy.token()
+    proxy.invoke("analyst", proxy.subscription_a, token=token)
+
+    # As above (the caller is force-authenticated here: no user lookup).
+    with django_assert_max_num_queries(6):
+        response = proxy.invoke("analyst", proxy.subscription_a, token=token)
+
+    assert response.status_code == 200
+
+
+# --- The JWKS cache, generalised for sellers ------------------------------------------------------
+
+
+@pytest.fixture
+def mixed_jwks():
+    """A JWKS with one RSA and one EC key, served over HTTP; yields (url, rsa_key, ec_key)."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    keys = [
+        {**RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True), "kid": "rsa", "alg": "RS256"},
+        {**ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True), "kid": "ec", "alg": "ES256"},
+    ]
+    document = json.dumps({"keys": keys}).encode()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [document]
+
+    server = serve_in_thread(app)
+    yield f"{server.url}/jwks.json", rsa_key, ec_key
+    server.shutdown()
+
+
+def test_cognito_cache_keeps_only_rs256_keys(mixed_jwks) -> None:
+    url, _, _ = mixed_jwks
+    cache = tokens.jwks_cache(url)
+
+    assert cache.signing_key("rsa").algorithm_name == "RS256"
+    with pytest.raises(tokens.TokenError):
+        cache.signing_key("ec")
+
+
+def test_seller_cache_keeps_es256_and_rs256_keys(mixed_jwks) -> None:
+    url, _, _ = mixed_jwks
+    cache = tokens.jwks_cache(url, algorithms=("ES256", "RS256"))
+
+    assert cache.signing_key("ec").algorithm_name == "ES256"
+    assert cache.signing_key("rsa").algorithm_name == "RS256"
+    # One cache per URL and algorithms: Cognito's stays RS256-only.
+    assert tokens.jwks_cache(url) is not cache
+
+
+def test_rs256_seller_tokens_verify_too(proxy: ProxyWorld, mixed_jwks) -> None:
+    url, rsa_key, ec_key = mixed_jwks
+    proxy.listing.seller_jwks_url = url
+    proxy.listing.save()
+    subscription = subscription_by_id(proxy.subscription_a.pk)
+    claims = {
+        "iss": SELLER_ISSUER,
+        "aud": PRODUCT,
+        "sub": ACCOUNT_A,
+        "exp": 4102444800,
+        "subscription_ref": str(subscription.pk),
+    }
+
+    for key, kid, algorithm in ((rsa_key, "rsa", "RS256"), (ec_key, "ec", "ES256")):
+        token = jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
+        assert seller_token_verify(token=token, subscription=subscription)["sub"] == ACCOUNT_A
+    # A token claiming ES256 under the RSA key's kid is refused (no algorithm confusion).
+    mislabelled = jwt.encode(claims, ec_key, algorithm="ES256", headers={"kid": "rsa"})
+    with pytest.raises(TokenRejected):
+        seller_token_verify(token=mislabelled, subscription=subscription)
+
+
+def test_unreachable_seller_jwks_is_seller_unavailable(proxy: ProxyWorld) -> None:
+    proxy.listing.seller_jwks_url = "http://127.0.0.1:9/.well-known/jwks.json"
+    proxy.listing.save()
+
+    response = proxy.invoke("analyst", proxy.subscription_a, token=proxy.sign())
+
+    assert (response.status_code, response.json()["code"]) == (503, "seller_unavailable")
+    assert Invocation.objects.get().outcome == "seller_unavailable"
