@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Model, ProtectedError
+from django.db.models import ProtectedError
 from django.http import HttpRequest
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
 from accounts.selectors import may_manage_members
 from accounts.services.mapping_publication import mapping_outbox_enqueue
+from portal.changes import audit_change, require_platform_admin, snapshot, validated_save
 from portal.errors import Conflict, NotPermitted, ServiceError
 
 ACCOUNT_FIELDS = (
@@ -36,65 +36,7 @@ ACCOUNT_FIELDS = (
 )
 LOB_FIELDS = ("slug", "name", "description", "aws_account", "is_active")
 # Never copied into audit records: the ExternalId is a shared secret with the account owner.
-_REDACTED_FIELDS = {"external_id"}
-
-
-def snapshot(instance: Model, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Plain values of the given fields, for before/after audit records."""
-    values: dict[str, Any] = {}
-    for field in fields:
-        value = getattr(instance, field)
-        if isinstance(value, Model):
-            value = str(getattr(value, "account_id", value.pk))
-        if field in _REDACTED_FIELDS:
-            value = "(set)" if value else ""
-        values[field] = value
-    return values
-
-
-def _require_platform_admin(user: User) -> None:
-    if not (user.is_active and user.is_staff):
-        raise NotPermitted("Only platform admins may do this.")
-
-
-def _validated_save(instance: Model) -> None:
-    """full_clean then save; uniqueness races end as Conflict, not 500."""
-    instance.full_clean()
-    try:
-        with transaction.atomic():
-            instance.save()
-    except IntegrityError as exc:
-        raise Conflict("That conflicts with an existing record.", code="duplicate") from exc
-
-
-def _audit_change(
-    *,
-    action: str,
-    acting_user: User,
-    request: HttpRequest | None,
-    target: Model,
-    target_type: str,
-    lob_slug: str = "",
-    before: dict | None,
-    after: dict | None,
-) -> None:
-    detail: dict[str, Any] = {}
-    if before is not None:
-        detail["before"] = before
-    if after is not None:
-        detail["after"] = after
-    audit_record(
-        action=action,
-        outcome=AuditEvent.Outcome.SUCCESS,
-        request=request,
-        actor=acting_user,
-        target_type=target_type,
-        target_id=str(
-            getattr(target, "account_id", None) or getattr(target, "slug", None) or target.pk
-        ),
-        lob_slug=lob_slug,
-        detail=detail,
-    )
+SECRET_FIELDS = frozenset({"external_id"})
 
 
 def _enqueue_lob_and_members(lob: Lob, slug: str | None = None) -> None:
@@ -111,17 +53,17 @@ def aws_account_create(
     *, acting_user: User, request: HttpRequest | None = None, **fields: Any
 ) -> AwsAccount:
     """Register an AWS account (platform admins only)."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     account = AwsAccount(**{k: v for k, v in fields.items() if k in ACCOUNT_FIELDS})
-    _validated_save(account)
-    _audit_change(
+    validated_save(account)
+    audit_change(
         action="aws_account.created",
         acting_user=acting_user,
         request=request,
         target=account,
         target_type="aws_account",
         before=None,
-        after=snapshot(account, ACCOUNT_FIELDS),
+        after=snapshot(account, ACCOUNT_FIELDS, secret_fields=SECRET_FIELDS),
     )
     return account
 
@@ -131,21 +73,21 @@ def aws_account_update(
     *, account: AwsAccount, acting_user: User, request: HttpRequest | None = None, **changes: Any
 ) -> AwsAccount:
     """Change an AWS account's settings (platform admins only). The account id is fixed."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     if "account_id" in changes and changes["account_id"] != account.account_id:
         raise ServiceError(
             "An account id cannot change; register the other account instead.",
             code="immutable",
             field="account_id",
         )
-    before = snapshot(account, ACCOUNT_FIELDS)
+    before = snapshot(account, ACCOUNT_FIELDS, secret_fields=SECRET_FIELDS)
     for field, value in changes.items():
         if field in ACCOUNT_FIELDS:
             setattr(account, field, value)
-    _validated_save(account)
-    after = snapshot(account, ACCOUNT_FIELDS)
+    validated_save(account)
+    after = snapshot(account, ACCOUNT_FIELDS, secret_fields=SECRET_FIELDS)
     if before != after:
-        _audit_change(
+        audit_change(
             action="aws_account.updated",
             acting_user=acting_user,
             request=request,
@@ -162,14 +104,14 @@ def aws_account_delete(
     *, account: AwsAccount, acting_user: User, request: HttpRequest | None = None
 ) -> None:
     """Remove an AWS account no LOB uses any more (platform admins only)."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     in_use = list(account.lobs.values_list("slug", flat=True))
     if in_use:
         raise Conflict(
             f"Account {account.account_id} is used by LOB(s) {', '.join(in_use)}; move them first.",
             code="account_in_use",
         )
-    before = snapshot(account, ACCOUNT_FIELDS)
+    before = snapshot(account, ACCOUNT_FIELDS, secret_fields=SECRET_FIELDS)
     try:
         with transaction.atomic():
             account.delete()
@@ -194,10 +136,10 @@ def aws_account_delete(
 @transaction.atomic
 def lob_create(*, acting_user: User, request: HttpRequest | None = None, **fields: Any) -> Lob:
     """Create a LOB mapped to an AWS account (platform admins only)."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     lob = Lob(**{k: v for k, v in fields.items() if k in LOB_FIELDS})
-    _validated_save(lob)
-    _audit_change(
+    validated_save(lob)
+    audit_change(
         action="lob.created",
         acting_user=acting_user,
         request=request,
@@ -216,15 +158,15 @@ def lob_update(
     *, lob: Lob, acting_user: User, request: HttpRequest | None = None, **changes: Any
 ) -> Lob:
     """Change a LOB (platform admins only); a new slug or account is republished."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     before = snapshot(lob, LOB_FIELDS)
     for field, value in changes.items():
         if field in LOB_FIELDS:
             setattr(lob, field, value)
-    _validated_save(lob)
+    validated_save(lob)
     after = snapshot(lob, LOB_FIELDS)
     if before != after:
-        _audit_change(
+        audit_change(
             action="lob.updated",
             acting_user=acting_user,
             request=request,
@@ -243,7 +185,7 @@ def lob_update(
 @transaction.atomic
 def lob_delete(*, lob: Lob, acting_user: User, request: HttpRequest | None = None) -> None:
     """Delete a LOB and its memberships (platform admins only)."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     before = snapshot(lob, LOB_FIELDS)
     usernames = list(lob.memberships.values_list("user__username", flat=True))
     slug = lob.slug
@@ -323,7 +265,7 @@ def membership_create(
         raise Conflict(
             f"{user.username} is already a member of {lob.slug}.", code="already_member"
         ) from exc
-    _audit_change(
+    audit_change(
         action="membership.created",
         acting_user=acting_user,
         request=request,
@@ -355,7 +297,7 @@ def membership_update(
     before = _membership_snapshot(membership)
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
-    _audit_change(
+    audit_change(
         action="membership.updated",
         acting_user=acting_user,
         request=request,
@@ -389,10 +331,3 @@ def membership_delete(
         detail={"before": before},
     )
     mapping_outbox_enqueue(kind="user", key=before["user"])
-
-
-def validation_messages(exc: ValidationError) -> dict[str, list[str]]:
-    """A Django ValidationError as {field: [messages]} for forms and the API."""
-    if hasattr(exc, "error_dict"):
-        return exc.message_dict
-    return {"non_field_errors": exc.messages}

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Model
+from django.db import transaction
 from django.http import HttpRequest
 
-from accounts.audit import audit_record
-from accounts.models import AuditEvent, Lob, User
-from portal.errors import Conflict, NotPermitted
+from accounts.models import Lob, User
+from portal.changes import audit_change, require_platform_admin, snapshot, validated_save
 from subscriptions.models import Endpoint, Listing, Subscription
 from subscriptions.services.seller_tokens import seller_token_forget
 
@@ -30,65 +28,10 @@ SUBSCRIPTION_FIELDS = ("lob", "listing", "status", "starts_on", "ends_on")
 ENDPOINT_FIELDS = ("name", "region")
 
 
-def _snapshot(instance: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in fields:
-        value = getattr(instance, name)
-        if isinstance(value, Lob):
-            value = value.slug
-        elif isinstance(value, Listing):
-            value = value.product_code
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        values[name] = value
-    return values
-
-
-def _require_platform_admin(user: User) -> None:
-    if not (user.is_active and user.is_staff):
-        raise NotPermitted("Only platform admins may do this.")
-
-
-def _validated_save(instance: Model) -> None:
-    """full_clean then save; a duplicate (checked by the database, so races too) is a 409."""
-    instance.full_clean(validate_unique=False, validate_constraints=False)
-    try:
-        with transaction.atomic():
-            instance.save()
-    except IntegrityError as exc:
-        raise Conflict("That conflicts with an existing record.", code="duplicate") from exc
-
-
-def _audit_change(
-    *,
-    action: str,
-    acting_user: User,
-    request: HttpRequest | None,
-    target: Model,
-    target_type: str,
-    lob_slug: str = "",
-    before: dict | None,
-    after: dict | None,
-) -> None:
-    detail = {
-        name: value for name, value in (("before", before), ("after", after)) if value is not None
-    }
-    audit_record(
-        action=action,
-        outcome=AuditEvent.Outcome.SUCCESS,
-        request=request,
-        actor=acting_user,
-        target_type=target_type,
-        target_id=str(target.pk),
-        lob_slug=lob_slug,
-        detail=detail,
-    )
-
-
 def _subscription_snapshot(subscription: Subscription) -> dict[str, Any]:
-    values = _snapshot(subscription, SUBSCRIPTION_FIELDS)
+    values = snapshot(subscription, SUBSCRIPTION_FIELDS)
     endpoint = getattr(subscription, "endpoint", None)
-    values["endpoint"] = _snapshot(endpoint, ENDPOINT_FIELDS) if endpoint else None
+    values["endpoint"] = snapshot(endpoint, ENDPOINT_FIELDS) if endpoint else None
     return values
 
 
@@ -100,17 +43,17 @@ def listing_create(
     *, acting_user: User, request: HttpRequest | None = None, **fields: Any
 ) -> Listing:
     """Add a Marketplace listing to the catalogue (platform admins only)."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     listing = Listing(**{k: v for k, v in fields.items() if k in LISTING_FIELDS})
-    _validated_save(listing)
-    _audit_change(
+    validated_save(listing)
+    audit_change(
         action="listing.created",
         acting_user=acting_user,
         request=request,
         target=listing,
         target_type="listing",
         before=None,
-        after=_snapshot(listing, LISTING_FIELDS),
+        after=snapshot(listing, LISTING_FIELDS),
     )
     return listing
 
@@ -120,15 +63,15 @@ def listing_update(
     *, listing: Listing, acting_user: User, request: HttpRequest | None = None, **changes: Any
 ) -> Listing:
     """Change a listing (platform admins only); its subscriptions' cached tokens are dropped."""
-    _require_platform_admin(acting_user)
-    before = _snapshot(listing, LISTING_FIELDS)
+    require_platform_admin(acting_user)
+    before = snapshot(listing, LISTING_FIELDS)
     for name, value in changes.items():
         if name in LISTING_FIELDS:
             setattr(listing, name, value)
-    _validated_save(listing)
-    after = _snapshot(listing, LISTING_FIELDS)
+    validated_save(listing)
+    after = snapshot(listing, LISTING_FIELDS)
     if before != after:
-        _audit_change(
+        audit_change(
             action="listing.updated",
             acting_user=acting_user,
             request=request,
@@ -162,7 +105,7 @@ def _save_endpoint(
         endpoint.status = endpoint.instance_type = endpoint.sync_error = ""
         endpoint.synced_at = None
     endpoint.region = region or endpoint.region or subscription.lob.aws_account.default_region
-    _validated_save(endpoint)
+    validated_save(endpoint)
     subscription.endpoint = endpoint
     return endpoint
 
@@ -179,15 +122,15 @@ def subscription_create(
     **fields: Any,
 ) -> Subscription:
     """Subscribe a LOB to a listing, with the SageMaker endpoint serving it (platform admins)."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     subscription = Subscription(
         lob=lob,
         listing=listing,
         **{k: v for k, v in fields.items() if k in ("status", "starts_on", "ends_on")},
     )
-    _validated_save(subscription)
+    validated_save(subscription)
     _save_endpoint(subscription, endpoint_name, endpoint_region)
-    _audit_change(
+    audit_change(
         action="subscription.created",
         acting_user=acting_user,
         request=request,
@@ -211,16 +154,16 @@ def subscription_update(
     **changes: Any,
 ) -> Subscription:
     """Change a subscription's status, dates or endpoint (platform admins); LOB and listing stay."""
-    _require_platform_admin(acting_user)
+    require_platform_admin(acting_user)
     before = _subscription_snapshot(subscription)
     for name in ("status", "starts_on", "ends_on"):
         if name in changes:
             setattr(subscription, name, changes[name])
-    _validated_save(subscription)
+    validated_save(subscription)
     _save_endpoint(subscription, endpoint_name, endpoint_region)
     after = _subscription_snapshot(subscription)
     if before != after:
-        _audit_change(
+        audit_change(
             action="subscription.updated",
             acting_user=acting_user,
             request=request,
