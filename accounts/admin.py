@@ -19,6 +19,7 @@ from django.urls import reverse
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership, User
 from accounts.services import aws_verification, tenancy
 from accounts.services.users import user_set_active
+from accounts.studio import lob_studio_domain_set, membership_studio_profile_set
 from portal.errors import ServiceError
 
 # What the services refuse with; the admin shows these as messages, never as a 500.
@@ -302,11 +303,12 @@ class AwsAccountAdmin(ServiceBackedAdmin):
 
 
 class MembershipInlineForm(forms.ModelForm):
-    """Only the role of an existing membership changes; a different user is a new membership."""
+    """Only the role (and Studio profile) of an existing membership changes; a different user is
+    a new membership."""
 
     class Meta:
         model = Membership
-        fields = ("user", "role")
+        fields = ("user", "role", "studio_profile_name")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -319,7 +321,7 @@ class MembershipInline(admin.TabularInline):
 
     model = Membership
     form = MembershipInlineForm
-    fields = ("user", "role")
+    fields = ("user", "role", "studio_profile_name")
     autocomplete_fields = ("user",)
     extra = 1
 
@@ -353,6 +355,15 @@ def _membership(pk: int) -> Membership:
     return Membership.objects.select_related("user", "lob").get(pk=pk)
 
 
+def _studio_profile_save(request: HttpRequest, membership: Membership, name: str) -> None:
+    """The Studio profile name is not the tenancy services' business: it has its own service."""
+    membership_studio_profile_set(
+        membership=_membership(membership.pk),
+        studio_profile_name=name or "",
+        **service_kwargs(request),
+    )
+
+
 @admin.register(Lob)
 class LobAdmin(ServiceBackedAdmin):
     """Lines of business with their members; every change goes through the tenancy services."""
@@ -363,7 +374,16 @@ class LobAdmin(ServiceBackedAdmin):
     search_fields = ("slug", "name", "aws_account__account_id", "aws_account__name")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("created_at", "updated_at")
-    fields = ("slug", "name", "description", "aws_account", "is_active", "created_at", "updated_at")
+    fields = (
+        "slug",
+        "name",
+        "description",
+        "aws_account",
+        "studio_domain_id",
+        "is_active",
+        "created_at",
+        "updated_at",
+    )
     inlines = (MembershipInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Lob]:
@@ -386,6 +406,12 @@ class LobAdmin(ServiceBackedAdmin):
             saved = tenancy.lob_update(lob=lob, **service_kwargs(request), **fields)
         else:
             saved = tenancy.lob_create(**service_kwargs(request), **fields)
+        if "studio_domain_id" in form.cleaned_data:
+            saved = lob_studio_domain_set(
+                lob=saved,
+                studio_domain_id=form.cleaned_data["studio_domain_id"] or "",
+                **service_kwargs(request),
+            )
         _adopt(obj, saved)
 
     def save_formset(
@@ -398,14 +424,19 @@ class LobAdmin(ServiceBackedAdmin):
         kwargs = service_kwargs(request)
         for membership in formset.deleted_objects:
             tenancy.membership_delete(membership=_membership(membership.pk), **kwargs)
-        for membership, _changed in formset.changed_objects:
+        for membership, changed in formset.changed_objects:
             tenancy.membership_update(
                 membership=_membership(membership.pk), role=membership.role, **kwargs
             )
+            if "studio_profile_name" in changed:
+                _studio_profile_save(request, membership, membership.studio_profile_name)
         for membership in formset.new_objects:
+            profile_name = membership.studio_profile_name
             created = tenancy.membership_create(
                 lob=form.instance, user=membership.user, role=membership.role, **kwargs
             )
+            if profile_name:
+                _studio_profile_save(request, created, profile_name)
             _adopt(membership, created)
 
     def delete_model(self, request: HttpRequest, obj: Lob) -> None:
@@ -421,7 +452,7 @@ class MembershipAdmin(ServiceBackedAdmin):
     list_select_related = ("user", "lob")
     search_fields = ("user__username", "user__email", "lob__slug", "lob__name")
     autocomplete_fields = ("user", "lob")
-    fields = ("user", "lob", "role", "created_at", "updated_at")
+    fields = ("user", "lob", "role", "studio_profile_name", "created_at", "updated_at")
     readonly_fields = ("created_at", "updated_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Membership | None = None) -> tuple:
@@ -446,6 +477,8 @@ class MembershipAdmin(ServiceBackedAdmin):
             saved = tenancy.membership_create(
                 lob=obj.lob, user=obj.user, role=obj.role, **service_kwargs(request)
             )
+        if "studio_profile_name" in form.changed_data:
+            _studio_profile_save(request, saved, form.cleaned_data["studio_profile_name"])
         _adopt(obj, saved)
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:

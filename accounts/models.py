@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 
 from accounts.validators import (
@@ -20,6 +21,21 @@ from accounts.validators import (
 
 # The role name the reference Studio-access architecture deploys in every LOB account.
 STUDIO_ROLE_NAME = "SagemakerStudioAccessRole"
+
+# SageMaker's own patterns for a domain id and a user profile name (CreatePresignedDomainUrl).
+STUDIO_DOMAIN_ID_PATTERN = r"^d-(-*[a-z0-9]){1,61}$"
+STUDIO_PROFILE_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+validate_studio_domain_id = RegexValidator(
+    STUDIO_DOMAIN_ID_PATTERN,
+    "A SageMaker domain id looks like d-xxxxxxxxxxxx (lowercase letters, digits, hyphens).",
+    code="invalid_studio_domain_id",
+)
+validate_studio_profile_name = RegexValidator(
+    STUDIO_PROFILE_NAME_PATTERN,
+    "A Studio user profile name is 1-63 letters, digits and single hyphens, "
+    "starting with a letter or digit.",
+    code="invalid_studio_profile_name",
+)
 
 
 class User(AbstractUser):
@@ -183,6 +199,14 @@ class Lob(models.Model):
     name = models.CharField(max_length=128)
     description = models.TextField(blank=True)
     aws_account = models.ForeignKey(AwsAccount, on_delete=models.PROTECT, related_name="lobs")
+    studio_domain_id = models.CharField(
+        "Studio domain id",
+        max_length=63,
+        blank=True,
+        validators=[validate_studio_domain_id],
+        help_text="The LOB's SageMaker Studio domain in its account; empty: the account's only "
+        "InService domain.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -209,6 +233,13 @@ class Membership(models.Model):
     )
     lob = models.ForeignKey(Lob, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
+    studio_profile_name = models.CharField(
+        "Studio user profile",
+        max_length=63,
+        blank=True,
+        validators=[validate_studio_profile_name],
+        help_text="The member's user profile in the LOB's Studio domain; empty: their username.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -226,6 +257,27 @@ class Membership(models.Model):
     def may_invoke(self) -> bool:
         """Analysts and LOB admins run models; viewers only read."""
         return self.role in (self.Role.ADMIN, self.Role.ANALYST)
+
+    @classmethod
+    def studio_roles(cls) -> frozenset[str]:
+        """Roles that may open the LOB's Studio: analysts and admins, viewers if a setting says.
+
+        Read at call time, so a change of ``STUDIO_ALLOW_VIEWERS`` needs no restart of this code.
+        """
+        roles = {cls.Role.ADMIN.value, cls.Role.ANALYST.value}
+        if settings.STUDIO_ALLOW_VIEWERS:
+            roles.add(cls.Role.VIEWER.value)
+        return frozenset(roles)
+
+    @property
+    def may_open_studio(self) -> bool:
+        """Whether this member may open the LOB's SageMaker Studio (the LOB must be active)."""
+        return self.lob.is_active and self.role in self.studio_roles()
+
+    @property
+    def effective_studio_profile_name(self) -> str:
+        """The Studio user profile this member opens: the one set here, else their username."""
+        return self.studio_profile_name or self.user.username
 
 
 class MappingOutbox(models.Model):

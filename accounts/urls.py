@@ -1,8 +1,8 @@
-"""URLs for sign-in and sign-out, and the pages of lines of business."""
+"""URLs for sign-in and sign-out, the pages of lines of business, and opening Studio."""
 
 from django.urls import path
 
-from accounts import pages, views
+from accounts import pages, studio_views, views
 
 urlpatterns = [
     path("login/", views.login_page, name="login"),
@@ -25,4 +25,6 @@ urlpatterns = [
         name="lob-member-remove",
     ),
     path("lobs/<slug:slug>/verify-account/", pages.lob_account_verify, name="lob-account-verify"),
+    path("studio/", studio_views.studio_home, name="studio-home"),
+    path("studio/<str:lob_slug>/", studio_views.StudioOpenView.as_view(), name="studio-open"),
 ]

@@ -70,6 +70,7 @@ def stack_description(run_id: str, pool: BootstrapResult) -> dict:
             "sagemaker_runtime": config.url("runtime"),
             "model_container": config.url("model"),
             "seller_token_service": config.url("seller"),
+            "sagemaker_studio": config.url("studio"),
         },
         "cognito": {
             "region": config.REGION,

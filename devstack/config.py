@@ -21,6 +21,7 @@ PORTS = {
     "model": int(os.environ.get("GATEHOUSE_MODEL_PORT", "8120")),
     "seller": int(os.environ.get("GATEHOUSE_SELLER_PORT", "8130")),
     "runtime": int(os.environ.get("GATEHOUSE_RUNTIME_PORT", "8140")),
+    "studio": int(os.environ.get("GATEHOUSE_STUDIO_PORT", "8150")),
 }
 
 # The demo's Marketplace product, and the SageMaker endpoint serving it in each LOB's account.
@@ -28,6 +29,14 @@ PRODUCT_CODE = "identity-transcoder"
 DEMO_ENDPOINTS = {
     "lob-a": ("111111111111", "identity-transcoder-lob-a"),
     "lob-b": ("222222222222", "identity-transcoder-lob-b"),
+}
+
+
+# Each demo LOB's SageMaker Studio domain (created in moto, in its account, by the Studio stand-in)
+# and the user profiles in it: (account id, domain name, profile names).
+DEMO_STUDIO_DOMAINS = {
+    "lob-a": ("111111111111", "studio-lob-a", ("user-lob-a", "lob-a-admin")),
+    "lob-b": ("222222222222", "studio-lob-b", ("user-lob-b",)),
 }
 
 

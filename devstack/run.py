@@ -2,8 +2,9 @@
 
 Processes: the bundled redis-server, the moto server, the local Cognito (pool bootstrap plus
 hosted-UI stand-in), the seller side (model container, SageMaker runtime stand-in, seller token
-service), the portal under gunicorn, a Celery worker and Celery beat. The portal,
-worker and beat start once the local Cognito has written this run's settings.
+service), the SageMaker Studio stand-in (in front of moto's SageMaker API), the portal under
+gunicorn, a Celery worker and Celery beat. The portal, worker and beat start once the local
+Cognito has written this run's settings.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def processes(run_id: str) -> dict[str, list[str]]:
                 arg
                 for _, endpoint in config.DEMO_ENDPOINTS.values()
                 for arg in ("--endpoint", f"{endpoint}={config.url('model')}")
+            ],
+        ],
+        "studio": [
+            python, "-m", "devstack.sagemaker_studio",
+            "--host", config.HOST, "--port", str(config.PORTS["studio"]),
+            "--moto-url", config.url("moto"),
+            *[
+                arg
+                for account_id, domain, profiles in config.DEMO_STUDIO_DOMAINS.values()
+                for arg in ("--domain", f"{account_id}:{domain}={','.join(profiles)}")
             ],
         ],
         "seller": [
@@ -97,6 +108,7 @@ def main() -> int:
     print(f"  Cognito hosted UI {config.url('cognito')}")
     print(f"  moto (AWS APIs)   {config.url('moto')}")
     print(f"  SageMaker runtime {config.url('runtime')}   (stand-in, forwards to the model)")
+    print(f"  SageMaker Studio  {config.url('studio')}   (stand-in: Studio URLs, else moto)")
     print(f"  model container   {config.url('model')}   (identity transcoder)")
     print(f"  seller tokens     {config.url('seller')}   (the seller's token service)")
     print(f"  redis             redis://{config.HOST}:{config.PORTS['redis']}/0")

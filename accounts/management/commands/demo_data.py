@@ -74,6 +74,8 @@ class Command(BaseCommand):
                     lob=lob, user=users[username], role=role, acting_user=admin
                 )
         self._subscriptions(description["services"])
+        if "sagemaker_studio" in description["services"]:
+            self._studio(description["services"])
         published = mapping_outbox_drain()
         self.stdout.write(
             f"demo data ready: {len(users)} users, {Lob.objects.count()} LOBs; "
@@ -125,7 +127,23 @@ class Command(BaseCommand):
                 defaults={"name": f"identity-transcoder-{slug}", "region": "us-east-1"},
             )
 
+    def _studio(self, services: dict[str, str]) -> None:
+        """Each demo account reaches SageMaker through the Studio stand-in, which mints Studio URLs
+        (moto cannot) and passes every other SageMaker call to moto. Each account has one Studio
+        domain, so the LOBs leave their domain id empty and the portal finds it with ListDomains.
+        """
+        studio = services["sagemaker_studio"]
+        AwsAccount.objects.filter(account_id__in=[a for a, *_ in DEMO_LOBS]).update(
+            sagemaker_endpoint_url=studio
+        )
+
     def _user(self, entry: dict) -> User:
+        # The local user pool lives in moto's memory and is created anew at every start, with new
+        # subjects. A demo user kept in the database from an earlier run is the same person: move
+        # them to this run's pool so they keep their memberships (real pools never change subs).
+        User.objects.filter(username=entry["username"]).exclude(
+            idp_issuer=settings.COGNITO_ISSUER, idp_subject=entry["sub"]
+        ).update(idp_issuer=settings.COGNITO_ISSUER, idp_subject=entry["sub"])
         user = user_sync_from_identity(
             identity=Identity(
                 subject=entry["sub"],
