@@ -348,6 +348,30 @@ STUDIO_SESSION_SECONDS = env.int("STUDIO_SESSION_SECONDS", default=43200)
 # kept out unless a deployment decides otherwise.
 STUDIO_ALLOW_VIEWERS = env.bool("STUDIO_ALLOW_VIEWERS", default=False)
 
+# --- Jobs ---------------------------------------------------------------------------------------
+# Whole files run by Celery workers through the proxy path (subscriptions/services/jobs.py). Read
+# at call time.
+JOBS_RECORDS_PER_CHUNK = env.int("JOBS_RECORDS_PER_CHUNK", default=500)
+# A chunk's payload (CSV header included) stays under InvokeEndpoint's 6 MB limit.
+JOBS_MAX_CHUNK_BYTES = env.int("JOBS_MAX_CHUNK_BYTES", default=5 * 1024 * 1024)
+JOBS_MAX_LINE_BYTES = env.int("JOBS_MAX_LINE_BYTES", default=64 * 1024)
+JOBS_MAX_INPUT_BYTES = env.int("JOBS_MAX_INPUT_BYTES", default=1024 * 1024 * 1024)
+# Transient failures of a chunk (throttling, 5xx, timeouts) are retried this often, with
+# exponential backoff (capped) and jitter.
+JOBS_CHUNK_MAX_RETRIES = env.int("JOBS_CHUNK_MAX_RETRIES", default=8)
+JOBS_RETRY_BACKOFF_MAX_SECONDS = env.int("JOBS_RETRY_BACKOFF_MAX_SECONDS", default=60)
+# A running job with no progress for this long has its unfinished chunks enqueued again; keep it
+# above the chunk task's hard time limit plus its longest backoff.
+JOBS_STALL_SECONDS = env.int("JOBS_STALL_SECONDS", default=600)
+JOBS_RECONCILE_INTERVAL_SECONDS = env.int("JOBS_RECONCILE_INTERVAL_SECONDS", default=60)
+# Presigned download URLs are bearer credentials: short-lived.
+JOBS_DOWNLOAD_URL_EXPIRES_SECONDS = env.int("JOBS_DOWNLOAD_URL_EXPIRES_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["reconcile-jobs"] = {
+    "task": "subscriptions.jobs_reconcile",
+    "schedule": float(JOBS_RECONCILE_INTERVAL_SECONDS),
+    "options": {"expires": max(JOBS_RECONCILE_INTERVAL_SECONDS - 5, 5)},
+}
+
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

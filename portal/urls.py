@@ -15,7 +15,7 @@ from accounts.api import (
 )
 from accounts.views import SignOutView
 from portal import health, views
-from subscriptions.api import ListingViewSet, SubscriptionViewSet
+from subscriptions.api import JobViewSet, ListingViewSet, SubscriptionViewSet
 
 router = DefaultRouter()
 router.register("lobs", LobViewSet, basename="lob")
@@ -24,6 +24,7 @@ router.register("memberships", MembershipViewSet, basename="membership")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 router.register("listings", ListingViewSet, basename="listing")
 router.register("subscriptions", SubscriptionViewSet, basename="subscription")
+router.register("jobs", JobViewSet, basename="job")
 
 api_v1 = [
     path("me/", MeView.as_view(), name="me"),

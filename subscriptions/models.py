@@ -156,3 +156,101 @@ class Invocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.outcome}"
+
+
+class Job(models.Model):
+    """A whole input file run through a subscription's model in chunks by Celery workers."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIALLY_SUCCEEDED = "partially_succeeded", "Partially succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    # Statuses a job never leaves.
+    FINISHED = frozenset({"succeeded", "partially_succeeded", "failed", "cancelled"})
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="jobs")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="jobs"
+    )
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
+    content_type = models.CharField(max_length=64)
+    # The CSV header row (sent before every chunk's records); empty for JSON Lines.
+    csv_header = models.TextField(blank=True)
+    input_uri = models.CharField(max_length=1024)
+    input_bytes = models.BigIntegerField(default=0)
+    output_uri = models.CharField(max_length=1024, blank=True)
+    manifest_uri = models.CharField(max_length=1024, blank=True)
+    records_total = models.PositiveIntegerField(default=0)
+    records_done = models.PositiveIntegerField(default=0, help_text="Processed, failed included.")
+    records_failed = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.CharField(max_length=1000, blank=True)
+    idempotency_key = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="job_idempotency_key_per_submitter",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["subscription", "-created_at"]),
+            models.Index(fields=["status", "last_progress_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.id} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        """Succeeded, partially succeeded, failed or cancelled."""
+        return self.status in self.FINISHED
+
+
+class JobChunk(models.Model):
+    """One slice of a job's input: one call through the proxy path, one output part."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    first_line = models.PositiveIntegerField(help_text="Line number (from 1) of its first record.")
+    first_record = models.PositiveIntegerField(help_text="Index (from 0) of its first record.")
+    byte_offset = models.BigIntegerField()
+    byte_length = models.BigIntegerField()
+    record_count = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    output_key = models.CharField(max_length=1024, blank=True)
+    records_failed = models.PositiveIntegerField(default=0)
+    # The records the model rejected: [{"record", "line", "error"}], at most one chunk's worth.
+    record_errors = models.JSONField(default=list, blank=True)
+    error = models.CharField(max_length=1000, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="job_chunk_unique_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} part {self.index} {self.status}"

@@ -1,0 +1,336 @@
+"""Reading a job's input as it streams past: validation, record counting and chunk boundaries.
+
+:class:`InputScanner` wraps the upload (or the S3 object given by ``input_uri``) while it is copied
+to the job's input key: every byte is seen once, nothing is held but the current line. It checks
+the encoding (UTF-8), the line length, the total size and, for CSV, the header row and delimiter,
+and splits the records into chunks of at most ``records_per_chunk`` records and ``max_chunk_bytes``
+bytes, each known by its byte range in the input object, so a worker can read one chunk back with
+a ranged GET. :func:`chunk_records` is the reading side: a chunk's bytes back into records.
+
+A CSV record may span lines (a quoted field with a line break); records end where the quotes
+balance. Blank lines are not records.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from portal.errors import ServiceError
+
+CSV = "text/csv"
+JSONLINES = "application/jsonlines"
+JOB_CONTENT_TYPES = (CSV, JSONLINES)
+_BOM = codecs.BOM_UTF8
+_OTHER_DELIMITERS = (";", "\t", "|")
+
+
+class InputRejected(ServiceError):
+    """The job's input cannot be run: empty, not UTF-8, no header, wrong delimiter... (400)."""
+
+    status = 400
+    code = "invalid_input"
+
+
+class InputTooLarge(ServiceError):
+    """The job's input is over the size limit (413)."""
+
+    status = 413
+    code = "input_too_large"
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Where one chunk's records are in the input object."""
+
+    index: int
+    first_line: int
+    first_record: int
+    byte_offset: int
+    byte_length: int
+    record_count: int
+
+
+@dataclass
+class _OpenChunk:
+    first_line: int
+    first_record: int
+    byte_offset: int
+    byte_length: int = 0
+    record_count: int = 0
+
+
+@dataclass
+class InputScanner:
+    """A file-like pass-through that validates and splits the input it is read through."""
+
+    source: BinaryIO
+    media_type: str
+    records_per_chunk: int
+    max_chunk_bytes: int
+    max_line_bytes: int
+    max_total_bytes: int
+    chunks: list[ChunkSpec] = field(default_factory=list)
+    csv_header: str = ""
+    records_total: int = 0
+    bytes_total: int = 0
+    _pending: bytearray = field(default_factory=bytearray)
+    _offset: int = 0  # of the first byte in _pending
+    _line: int = 0  # physical lines completed
+    _record: bytearray = field(default_factory=bytearray)  # a CSV record still open (quotes)
+    _record_offset: int = 0
+    _record_line: int = 0
+    _in_quotes: bool = False
+    _seen_header: bool = False
+    _chunk: _OpenChunk | None = None
+    _done: bool = False
+
+    def read(self, size: int = -1) -> bytes:
+        """Read from the source, scanning what passes; the end of the source closes the scan."""
+        data = self.source.read(size)
+        # s3transfer takes a short read for the end of the stream: fill ``size`` when possible.
+        while data and size and size > 0 and len(data) < size:
+            more = self.source.read(size - len(data))
+            if not more:
+                break
+            data += more
+        if data:
+            self._feed(data)
+        elif not self._done:
+            self.finish()
+        return data
+
+    # --- scanning ---------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self.bytes_total += len(data)
+        if self.bytes_total > self.max_total_bytes:
+            raise InputTooLarge(
+                f"The input is over the {self.max_total_bytes // (1024 * 1024)} MB a job accepts."
+            )
+        self._pending += data
+        start = 0
+        while True:
+            end = self._pending.find(b"\n", start)
+            if end < 0:
+                break
+            self._line_complete(bytes(self._pending[start : end + 1]), self._offset + start)
+            start = end + 1
+        del self._pending[:start]
+        self._offset += start
+        if len(self._pending) > self.max_line_bytes:
+            self._too_long(self._line + 1)
+
+    def finish(self) -> None:
+        """The end of the input: the last line (without a line break), then the checks."""
+        if self._done:
+            return
+        self._done = True
+        if self._pending:
+            self._line_complete(bytes(self._pending), self._offset)
+            self._pending.clear()
+        if self._in_quotes:
+            raise InputRejected(
+                f"The record starting on line {self._record_line} has an unclosed quote.",
+                code="unclosed_quote",
+            )
+        if self.media_type == CSV and not self._seen_header:
+            raise InputRejected("The file is empty.", code="empty_input")
+        if self.records_total == 0:
+            raise InputRejected("The file has no records.", code="empty_input")
+        self._close_chunk()
+
+    def _too_long(self, line: int) -> None:
+        raise InputRejected(
+            f"Line {line} is longer than {self.max_line_bytes} bytes.", code="line_too_long"
+        )
+
+    def _line_complete(self, raw: bytes, offset: int) -> None:
+        self._line += 1
+        if len(raw) > self.max_line_bytes:
+            self._too_long(self._line)
+        if offset == 0 and raw.startswith(_BOM):
+            raw, offset = raw[len(_BOM) :], len(_BOM)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputRejected(
+                f"Line {self._line} is not UTF-8 text; save the file as UTF-8.",
+                code="invalid_encoding",
+            ) from None
+        if self.media_type == CSV:
+            self._csv_line(raw, text, offset)
+        else:
+            self._jsonlines_line(raw, text, offset)
+
+    def _csv_line(self, raw: bytes, text: str, offset: int) -> None:
+        if not self._in_quotes:
+            if not text.strip():
+                return
+            self._record_offset, self._record_line = offset, self._line
+        self._record += raw
+        if text.count('"') % 2:
+            self._in_quotes = not self._in_quotes
+        if self._in_quotes:
+            if len(self._record) > self.max_line_bytes:
+                self._too_long(self._record_line)
+            return
+        record = bytes(self._record)
+        self._record.clear()
+        if not self._seen_header:
+            self._csv_header(record.decode("utf-8"))
+            return
+        self._add_record(self._record_offset, len(record), self._record_line)
+
+    def _csv_header(self, text: str) -> None:
+        line = text.rstrip("\r\n")
+        names = next(csv.reader([line]), [])
+        if len(names) == 1 and any(d in line for d in _OTHER_DELIMITERS):
+            raise InputRejected(
+                "The header row has no comma: the delimiter must be ','.", code="wrong_delimiter"
+            )
+        cleaned = [name.strip() for name in names]
+        if (
+            not cleaned
+            or any(not name for name in cleaned)
+            or any(_looks_like_data(n) for n in cleaned)
+        ):
+            raise InputRejected(
+                "The first row must be a header naming every column.", code="no_header"
+            )
+        if len(set(cleaned)) != len(cleaned):
+            raise InputRejected("The header row names a column twice.", code="no_header")
+        self.csv_header = line + "\n"
+        self._seen_header = True
+
+    def _jsonlines_line(self, raw: bytes, text: str, offset: int) -> None:
+        if not text.strip():
+            return
+        if self.records_total == 0:
+            # The first record tells a JSON Lines file from something else; later bad lines are
+            # the model's to reject, record by record.
+            try:
+                first = json.loads(text)
+            except ValueError:
+                first = None
+            if not isinstance(first, dict):
+                raise InputRejected(
+                    f"Line {self._line} is not a JSON object: the file is not JSON Lines.",
+                    code="invalid_jsonlines",
+                )
+        self._add_record(offset, len(raw), self._line)
+
+    def _add_record(self, offset: int, length: int, line: int) -> None:
+        header_bytes = len(self.csv_header.encode("utf-8"))
+        chunk = self._chunk
+        if chunk is not None and (
+            chunk.record_count >= self.records_per_chunk
+            or header_bytes + (offset + length - chunk.byte_offset) > self.max_chunk_bytes
+        ):
+            self._close_chunk()
+            chunk = None
+        if chunk is None:
+            chunk = self._chunk = _OpenChunk(
+                first_line=line, first_record=self.records_total, byte_offset=offset
+            )
+        chunk.byte_length = offset + length - chunk.byte_offset
+        chunk.record_count += 1
+        self.records_total += 1
+
+    def _close_chunk(self) -> None:
+        chunk = self._chunk
+        if chunk is None:
+            return
+        self.chunks.append(
+            ChunkSpec(
+                index=len(self.chunks),
+                first_line=chunk.first_line,
+                first_record=chunk.first_record,
+                byte_offset=chunk.byte_offset,
+                byte_length=chunk.byte_length,
+                record_count=chunk.record_count,
+            )
+        )
+        self._chunk = None
+
+
+def _looks_like_data(name: str) -> bool:
+    """A header cell that is a number or an email address is a record, not a column name."""
+    if "@" in name:
+        return True
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ChunkRecords:
+    """A chunk's payload for the model and the input line of each of its records."""
+
+    payload: bytes
+    lines: list[int]
+
+
+def chunk_records(
+    *, data: bytes, media_type: str, csv_header: str, first_line: int
+) -> ChunkRecords:
+    """A chunk's bytes (as the scanner delimited them) back into a payload and line numbers."""
+    records: list[bytes] = []
+    lines: list[int] = []
+    line = first_line
+    open_record: list[bytes] = []
+    open_line = line
+    in_quotes = False
+    for raw in _split_lines(data):
+        if media_type == CSV:
+            if not in_quotes:
+                if not raw.strip():
+                    line += 1
+                    continue
+                open_line = line
+            open_record.append(raw)
+            if raw.count(b'"') % 2:
+                in_quotes = not in_quotes
+            if not in_quotes:
+                records.append(_with_newline(b"".join(open_record)))
+                lines.append(open_line)
+                open_record = []
+        elif raw.strip():
+            records.append(_with_newline(raw))
+            lines.append(line)
+        line += 1
+    prefix = csv_header.encode("utf-8") if media_type == CSV else b""
+    return ChunkRecords(payload=prefix + b"".join(records), lines=lines)
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines ending at ``\\n`` only, as the scanner counts them (a lone ``\\r`` is data)."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _with_newline(record: bytes) -> bytes:
+    return record if record.endswith(b"\n") else record + b"\n"
+
+
+def part_lines(answer: bytes) -> list[dict[str, Any]]:
+    """The model's JSON Lines answer as objects (a line that is not an object is skipped)."""
+    results = []
+    for line in answer.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            results.append(value)
+    return results

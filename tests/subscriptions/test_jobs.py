@@ -1,0 +1,519 @@
+"""Inference jobs end to end, with Celery eager: upload → chunks through the proxy path → parts,
+merged output and manifest in the LOB's bucket; progress, retries, cancellation, refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import AuditEvent, Membership
+from portal import celery_app
+from subscriptions import tasks
+from subscriptions.models import Job, JobChunk
+from subscriptions.services import jobs
+from tests.subscriptions.conftest import ProxyWorld
+
+pytestmark = pytest.mark.django_db
+
+BUCKET_A = "gatehouse-results-111111111111"
+JOBS_PREFIX_A = "gatehouse/lob-a/jobs/"
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Tasks run in-process when enqueued (retries too, at once; the outcome shows failures)."""
+    conf = celery_app.conf
+    saved = conf.task_always_eager
+    conf.task_always_eager = True
+    yield
+    conf.task_always_eager = saved
+
+
+@pytest.fixture
+def world(proxy: ProxyWorld, eager: None, settings) -> ProxyWorld:
+    settings.JOBS_RECORDS_PER_CHUNK = 3
+    settings.JOBS_CHUNK_MAX_RETRIES = 25
+    # The moto server lives for the session: start each test with no job objects.
+    s3 = proxy.s3()
+    for key in s3_keys(proxy):
+        s3.delete_object(Bucket=BUCKET_A, Key=key)
+    return proxy
+
+
+def csv_file(rows: list[str], header: str = "email,phone", name: str = "input.csv") -> io.BytesIO:
+    data = io.BytesIO(("\n".join([header, *rows]) + "\n").encode())
+    data.name = name
+    return data
+
+
+def good_rows(count: int) -> list[str]:
+    return [f"person{n}@example.com,555010{n % 10}{n % 7}{n % 3}" for n in range(count)]
+
+
+def submit(
+    world: ProxyWorld,
+    upload: io.BytesIO | None = None,
+    *,
+    principal: str = "analyst",
+    subscription: Any = None,
+    run: bool = True,
+    capture: Any = None,
+    **fields: Any,
+):
+    data: dict[str, Any] = {"subscription": (subscription or world.subscription_a).pk, **fields}
+    headers = {}
+    if "idempotency_key" in data:
+        headers["HTTP_IDEMPOTENCY_KEY"] = data.pop("idempotency_key")
+    if upload is not None:
+        data["file"] = upload
+    with capture(execute=run) as callbacks:
+        response = world.client(principal).post(
+            "/api/v1/jobs/", data, format="multipart", **headers
+        )
+    response.callbacks = callbacks
+    return response
+
+
+def s3_keys(world: ProxyWorld, prefix: str = JOBS_PREFIX_A) -> list[str]:
+    listing = world.s3().list_objects_v2(Bucket=BUCKET_A, Prefix=prefix)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def s3_lines(world: ProxyWorld, uri: str) -> list[dict]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    body = world.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return [json.loads(line) for line in body.decode().splitlines()]
+
+
+# --- The happy path -------------------------------------------------------------------------------
+
+
+def test_analyst_job_runs_every_chunk_and_writes_parts_output_and_manifest(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    response = submit(world, csv_file(good_rows(7)), capture=django_capture_on_commit_callbacks)
+
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert response.json()["status"] == "queued"
+    assert job.status == Job.Status.SUCCEEDED, (job.error_code, job.error_message)
+    assert (job.records_total, job.records_done, job.records_failed) == (7, 7, 0)
+    assert (job.chunks_total, job.chunks_done) == (3, 3)
+    assert job.started_at and job.finished_at and job.submitted_by == world.world.user("analyst")
+    prefix = f"{JOBS_PREFIX_A}{job.pk}/"
+    assert s3_keys(world, prefix) == [
+        f"{prefix}{name}"
+        for name in (
+            "input",
+            "manifest.json",
+            "output.jsonl",
+            "part-00000.jsonl",
+            "part-00001.jsonl",
+            "part-00002.jsonl",
+        )
+    ]
+    assert job.input_uri == f"s3://{BUCKET_A}/{prefix}input"
+    assert job.output_uri == f"s3://{BUCKET_A}/{prefix}output.jsonl"
+    output = s3_lines(world, job.output_uri)
+    assert [entry["record"] for entry in output] == list(range(7))
+    assert [entry["line"] for entry in output] == list(range(2, 9))
+    assert all(set(entry["ids"]) == {"email", "phone"} for entry in output)
+    assert b"person" not in json.dumps(output).encode()
+    bucket, _, key = job.manifest_uri.removeprefix("s3://").partition("/")
+    manifest = json.loads(world.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert manifest["status"] == "succeeded" and len(manifest["parts"]) == 3
+    assert [part["records"] for part in manifest["parts"]] == [3, 3, 1]
+    # Each chunk went through the proxy path: one invocation, one seller token for all of them.
+    assert job.subscription.invocations.filter(outcome="ok").count() == 3
+    assert world.seller_counter.calls["/auth/init"] == 1
+    assert AuditEvent.objects.filter(action="job.submitted", target_id=str(job.pk)).exists()
+
+
+def test_job_detail_results_and_download(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job_id = submit(
+        world, csv_file(good_rows(7)), capture=django_capture_on_commit_callbacks
+    ).json()["id"]
+    client = world.client("viewer")  # viewers read their LOB's results
+
+    detail = client.get(f"/api/v1/jobs/{job_id}/")
+    assert detail.status_code == 200
+    assert detail.json()["progress"] == 1.0 and detail.json()["status"] == "succeeded"
+
+    page = client.get(f"/api/v1/jobs/{job_id}/results/?page=2&page_size=4").json()
+    assert page["count"] == 7
+    assert [entry["record"] for entry in page["results"]] == [4, 5, 6]
+    assert page["next"] is None and page["previous"]
+
+    download = client.get(f"/api/v1/jobs/{job_id}/download/")
+    assert download.status_code == 302
+    assert f"{job_id}/output.jsonl" in download["Location"]
+    assert "X-Amz-Expires=60" in download["Location"] or "Expires=" in download["Location"]
+    assert AuditEvent.objects.filter(action="job.downloaded", target_id=job_id).exists()
+
+    listed = client.get("/api/v1/jobs/?status=succeeded&lob=lob-a").json()
+    assert [item["id"] for item in listed["results"]] == [job_id]
+    assert client.get("/api/v1/jobs/?status=failed").json()["results"] == []
+    assert client.get("/api/v1/jobs/?submitter=lob-a-analyst").json()["results"]
+
+
+def test_jsonlines_input_from_the_lobs_results_location(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    body = b"".join(json.dumps({"email": f"p{n}@example.org"}).encode() + b"\n" for n in range(5))
+    key = "gatehouse/lob-a/uploads/batch.jsonl"
+    world.s3().put_object(Bucket=BUCKET_A, Key=key, Body=body)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = world.client("analyst").post(
+            "/api/v1/jobs/",
+            {"subscription": world.subscription_a.pk, "input_uri": f"s3://{BUCKET_A}/{key}"},
+            format="json",
+        )
+
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.content_type == "application/jsonlines"
+    assert job.status == Job.Status.SUCCEEDED and job.records_done == 5
+
+
+# --- Record errors, retries, run-time checks ------------------------------------------------------
+
+
+def test_records_the_model_rejects_make_the_job_partially_succeeded_with_their_lines(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    rows = [*good_rows(2), ",", *good_rows(2), "not-an-email,", ","]
+    response = submit(world, csv_file(rows), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.PARTIALLY_SUCCEEDED
+    assert (job.records_total, job.records_done, job.records_failed) == (7, 7, 3)
+    detail = world.client("analyst").get(f"/api/v1/jobs/{job.pk}/").json()
+    assert detail["record_errors"] == [
+        {"record": 2, "line": 4, "error": "no_identifier"},
+        {"record": 5, "line": 7, "error": "invalid_email"},
+        {"record": 6, "line": 8, "error": "no_identifier"},
+    ]
+    output = s3_lines(world, job.output_uri)
+    assert len(output) == 7
+    assert [entry["line"] for entry in output if "error" in entry] == [4, 7, 8]
+
+
+def test_blank_lines_and_quoted_line_breaks_keep_line_numbers_right(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    rows = ['"person@example.com",""', "", '"a@example.com","first line', 'second line"', ","]
+    response = submit(
+        world,
+        csv_file(rows, header="email,note"),
+        capture=django_capture_on_commit_callbacks,
+    )
+
+    job = Job.objects.get(pk=response.json()["id"])
+    output = s3_lines(world, job.output_uri)
+    assert [(entry["record"], entry["line"]) for entry in output] == [(0, 2), (1, 4), (2, 6)]
+    assert "error" in output[2] and "error" not in output[1]
+
+
+def test_throttling_and_model_5xx_are_retried_until_every_record_has_its_output(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.JOBS_RECORDS_PER_CHUNK = 2
+    world.knobs(error_rate=0.2, throttle_rate=0.2)
+    response = submit(world, csv_file(good_rows(20)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED, job.error_message
+    assert len(s3_lines(world, job.output_uri)) == 20
+    assert [e["record"] for e in s3_lines(world, job.output_uri)] == list(range(20))
+    assert job.subscription.invocations.exclude(outcome="ok").exists()  # there were failures
+
+
+def test_a_model_failing_every_call_fails_the_job_with_error_entries_for_each_record(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.JOBS_CHUNK_MAX_RETRIES = 1
+    world.knobs(error_rate=1.0)
+    response = submit(world, csv_file(good_rows(4)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.FAILED and job.error_code == "chunks_failed"
+    assert (job.records_done, job.records_failed) == (4, 4)
+    output = s3_lines(world, job.output_uri)
+    assert [(e["record"], e["error"]) for e in output] == [(n, "model_error") for n in range(4)]
+
+
+def test_a_submitter_removed_from_the_lob_stops_the_job_when_it_runs(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(4)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    assert response.status_code == 202
+    Membership.objects.filter(user=world.world.user("analyst")).delete()
+
+    for callback in response.callbacks:
+        with django_capture_on_commit_callbacks(execute=True):
+            callback()
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.FAILED
+    assert job.error_code == "not_a_member"
+    assert world.container_counter.calls["/invocations"] == 0
+    assert not job.chunks.filter(status=JobChunk.Status.PENDING).exists()
+
+
+def test_a_chunk_delivered_twice_is_counted_once(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(4)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    job_id = response.json()["id"]
+    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.job_chunk_run.apply(args=(job_id, 0))
+        tasks.job_chunk_run.apply(args=(job_id, 0))
+
+    job = Job.objects.get(pk=job_id)
+    assert (job.records_done, job.chunks_done) == (3, 1)
+    assert world.container_counter.calls["/invocations"] == 1
+
+
+def test_reconciler_enqueues_the_chunks_of_a_stalled_job(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.JOBS_STALL_SECONDS = 60
+    response = submit(
+        world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    job_id = response.json()["id"]
+    # The start message was lost (say, Redis died): nothing runs until the reconciler looks.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.jobs_reconcile.apply().get() == 0
+    Job.objects.filter(pk=job_id).update(last_progress_at=timezone.now() - timedelta(minutes=5))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.jobs_reconcile.apply().get() == 1
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.SUCCEEDED and job.records_done == 7
+
+
+# --- Idempotency and cancellation -----------------------------------------------------------------
+
+
+def test_the_same_idempotency_key_returns_the_same_job(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    first = submit(
+        world,
+        csv_file(good_rows(4)),
+        idempotency_key="batch-2026-11-22",
+        capture=django_capture_on_commit_callbacks,
+    )
+    again = submit(
+        world,
+        csv_file(good_rows(4)),
+        idempotency_key="batch-2026-11-22",
+        capture=django_capture_on_commit_callbacks,
+    )
+
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert Job.objects.count() == 1
+    assert len([k for k in s3_keys(world) if k.endswith("/input")]) == 1
+    assert world.container_counter.calls["/invocations"] == 2  # ran once
+
+
+def test_cancelling_skips_the_remaining_chunks_and_keeps_finished_parts(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    job_id = response.json()["id"]
+    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.job_chunk_run.apply(args=(job_id, 0))
+
+    cancelled = world.client("lob_admin").post(f"/api/v1/jobs/{job_id}/cancel/")
+    with django_capture_on_commit_callbacks(execute=True):
+        for callback in response.callbacks:  # the queued start and chunks still arrive
+            callback()
+        tasks.job_chunk_run.apply(args=(job_id, 1))
+
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.CANCELLED and job.records_done == 3
+    statuses = list(job.chunks.order_by("index").values_list("status", flat=True))
+    assert statuses == ["succeeded", "skipped", "skipped"]
+    assert s3_keys(world, f"{JOBS_PREFIX_A}{job_id}/part") == [
+        f"{JOBS_PREFIX_A}{job_id}/part-00000.jsonl"
+    ]
+    assert world.container_counter.calls["/invocations"] == 1
+    assert AuditEvent.objects.filter(action="job.cancelled", target_id=job_id).exists()
+    again = world.client("lob_admin").post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert again.status_code == 409 and again.json()["code"] == "job_finished"
+
+
+# --- Bad input ------------------------------------------------------------------------------------
+
+
+def _raw(data: bytes, name: str = "input.csv") -> io.BytesIO:
+    upload = io.BytesIO(data)
+    upload.name = name
+    return upload
+
+
+@pytest.mark.parametrize(
+    ("upload", "status", "code"),
+    [
+        (_raw(b""), 400, "empty_input"),
+        (_raw(b"email,phone\n"), 400, "empty_input"),
+        (_raw(b"a@example.com,5550100\nb@example.com,5550101\n"), 400, "no_header"),
+        (_raw(b"email;phone\na@example.com;5550100\n"), 400, "wrong_delimiter"),
+        (_raw(b"email,phone\n\xff\xfeabc,1\n"), 400, "invalid_encoding"),
+        (_raw(b"email,phone\n" + b"x" * 300 + b",1\n"), 400, "line_too_long"),
+        (_raw(b'email,phone\n"a@example.com,1\n'), 400, "unclosed_quote"),
+        (_raw(b"email,phone\na,b\n", "input.jsonl"), 400, "invalid_jsonlines"),
+        (_raw(b"email\n" + b"a@example.com\n" * 100), 413, "input_too_large"),
+        (_raw(b'{"records": []}', "input.json"), 415, "unsupported_content_type"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_bad_input_is_refused_with_its_code_and_nothing_is_left(
+    world: ProxyWorld,
+    django_capture_on_commit_callbacks,
+    settings,
+    upload: io.BytesIO,
+    status: int,
+    code: str,
+) -> None:
+    settings.JOBS_MAX_LINE_BYTES = 200
+    settings.JOBS_MAX_INPUT_BYTES = 1000
+    upload.seek(0)
+    response = submit(world, upload, capture=django_capture_on_commit_callbacks)
+
+    assert response.status_code == status, response.content
+    assert response.json()["code"] == code
+    assert not Job.objects.exists() and not JobChunk.objects.exists()
+    assert s3_keys(world) == []
+    refusal = AuditEvent.objects.get(action="job.submitted")
+    assert refusal.outcome == AuditEvent.Outcome.REFUSED and refusal.reason == code
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"s3://{BUCKET_A}/gatehouse/lob-b/uploads/x.csv",
+        "s3://gatehouse-results-222222222222/gatehouse/lob-b/x.csv",
+        f"s3://{BUCKET_A}/gatehouse/lob-a/../lob-b/x.csv",
+        "https://example.com/x.csv",
+    ],
+)
+def test_input_uri_outside_the_lobs_location_is_403(
+    world: ProxyWorld, django_capture_on_commit_callbacks, uri: str
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = world.client("analyst").post(
+            "/api/v1/jobs/",
+            {"subscription": world.subscription_a.pk, "input_uri": uri, "content_type": "text/csv"},
+            format="json",
+        )
+    assert response.status_code == 403
+    assert response.json()["code"] == "input_outside_lob"
+    assert not Job.objects.exists()
+
+
+# --- Who may do what ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("principal", "status", "code"),
+    [
+        ("viewer", 403, "may_not_invoke"),
+        ("other_lob_member", 404, "not_found"),
+        ("non_member", 404, "not_found"),
+        ("anonymous", 401, None),
+    ],
+)
+def test_only_analysts_and_admins_of_the_lob_submit(
+    world: ProxyWorld, django_capture_on_commit_callbacks, principal: str, status: int, code: Any
+) -> None:
+    response = submit(
+        world,
+        csv_file(good_rows(2)),
+        principal=principal,
+        capture=django_capture_on_commit_callbacks,
+    )
+    assert response.status_code == status
+    if code:
+        assert response.json()["code"] == code
+        refusal = AuditEvent.objects.get(action="job.submitted")
+        assert refusal.outcome == AuditEvent.Outcome.REFUSED and refusal.reason == code
+    assert not Job.objects.exists()
+
+
+def test_inactive_subscription_refuses_jobs(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    world.subscription_a.status = "cancelled"
+    world.subscription_a.save()
+    response = submit(world, csv_file(good_rows(2)), capture=django_capture_on_commit_callbacks)
+    assert response.status_code == 403 and response.json()["code"] == "subscription_inactive"
+
+
+@pytest.mark.parametrize("principal", ["other_lob_member", "non_member"])
+def test_another_lobs_job_is_not_found_on_every_endpoint(
+    world: ProxyWorld, django_capture_on_commit_callbacks, principal: str
+) -> None:
+    job_id = submit(
+        world, csv_file(good_rows(4)), capture=django_capture_on_commit_callbacks
+    ).json()["id"]
+    client = world.client(principal)
+
+    assert client.get("/api/v1/jobs/").json()["results"] == []
+    for path in ("", "results/", "download/"):
+        response = client.get(f"/api/v1/jobs/{job_id}/{path}")
+        assert response.status_code == 404, path
+    response = client.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert response.status_code == 404
+    assert Job.objects.get(pk=job_id).status == Job.Status.SUCCEEDED
+    assert not AuditEvent.objects.filter(action="job.downloaded").exists()
+
+
+def test_viewer_may_not_cancel_and_platform_admin_sees_every_job(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(4)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    job_id = response.json()["id"]
+    refused = world.client("viewer").post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert refused.status_code == 403
+    listed = world.client("platform_admin").get("/api/v1/jobs/").json()["results"]
+    assert [item["id"] for item in listed] == [job_id]
+
+
+def test_download_before_the_output_exists_is_409(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job_id = submit(
+        world, csv_file(good_rows(4)), run=False, capture=django_capture_on_commit_callbacks
+    ).json()["id"]
+    response = world.client("analyst").get(f"/api/v1/jobs/{job_id}/download/")
+    assert response.status_code == 409 and response.json()["code"] == "not_ready"
+
+
+def test_job_prefix_is_under_the_lobs_results_location(world: ProxyWorld) -> None:
+    assert jobs.job_prefix(world.subscription_a, "x") == "gatehouse/lob-a/jobs/x/"
