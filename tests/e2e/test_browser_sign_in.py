@@ -2,58 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from devstack.cognito_bootstrap import bootstrap
-from tests.conftest import REGION, cognito_settings_for
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-# Chromium's own background traffic would be refused on this closed network; keep it quiet.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def portal(live_server, cognito_stack, settings, monkeypatch):
-    """The live portal, registered with the pool as a callback and logout URL."""
-    # Playwright's sync API runs an event loop in this thread; the ORM calls made here are
-    # ordinary synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    bootstrap(
-        moto_url=cognito_stack.moto_url,
-        region=REGION,
-        callback_urls=[f"{live_server.url}/oidc/callback/"],
-        logout_urls=[f"{live_server.url}/signed-out/"],
-    )
-    cognito_settings_for(cognito_stack, settings)
-    return live_server.url
-
-
-@pytest.fixture
-def page():
-    """A fresh headless Chromium page (Debian's chromium, no downloaded browser)."""
-    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1200, "height": 800})
-        yield context.new_page()
-        context.close()
-        browser.close()
 
 
 def test_sign_in_see_dashboard_and_sign_out(portal: str, cognito_stack, page) -> None:

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
 from portal import aws_gateway
-from tests.e2e.test_browser_sign_in import ARTIFACTS, page, portal  # noqa: F401 (fixtures)
+from tests.e2e.conftest import ARTIFACTS, sign_in, watch_external_requests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -59,29 +59,15 @@ def lob_a(cognito_stack, moto_server, settings, monkeypatch) -> Lob:
 
 
 def test_lob_admin_adds_a_viewer_and_verifies_the_account(
-    portal: str,  # noqa: F811
+    portal: str,
     cognito_stack,
     lob_a: Lob,
-    page,  # noqa: F811
+    page,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    external_requests: list[str] = []
-    page.on(
-        "request",
-        lambda request: (
-            external_requests.append(request.url)
-            if not request.url.startswith(("http://localhost", "http://127.0.0.1", "data:"))
-            else None
-        ),
-    )
+    external_requests = watch_external_requests(page)
 
-    page.goto(f"{portal}/")
-    page.get_by_role("link", name="Sign in with Cognito").click()
-    page.get_by_label("Username").fill("user-lob-a")
-    page.get_by_label("Password").fill(cognito_stack.password("user-lob-a"))
-    page.get_by_role("button", name="Sign in").click()
-
-    expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, Alice Analyst")
+    sign_in(page, portal, cognito_stack, "user-lob-a", "Alice Analyst")
     my_lobs = page.get_by_test_id("my-lobs")
     expect(my_lobs).to_contain_text("lob-a")
     expect(my_lobs).to_contain_text("LOB admin")

@@ -19,7 +19,7 @@ from accounts.models import AuditEvent, AwsAccount, Lob, Membership
 from devstack.sagemaker_studio import create_app as create_studio
 from devstack.wsgi_thread import ThreadedServer, serve_in_thread
 from portal import aws_gateway
-from tests.e2e.test_browser_sign_in import ARTIFACTS, page, portal  # noqa: F401 (fixtures)
+from tests.e2e.conftest import ARTIFACTS, sign_in, watch_external_requests
 from tests.e2e.test_lob_admin_page import cognito_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -86,30 +86,17 @@ def lobs(cognito_stack, moto_server, studio_stand_in, settings, monkeypatch) -> 
 
 
 def test_analyst_opens_their_lobs_studio_and_not_another(
-    portal: str,  # noqa: F811
+    portal: str,
     cognito_stack,
     lobs: None,
     studio_stand_in: ThreadedServer,
     studio_clock: Clock,
-    page,  # noqa: F811
+    page,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    external_requests: list[str] = []
-    page.on(
-        "request",
-        lambda request: (
-            external_requests.append(request.url)
-            if not request.url.startswith(("http://localhost", "http://127.0.0.1", "data:"))
-            else None
-        ),
-    )
+    external_requests = watch_external_requests(page)
 
-    page.goto(f"{portal}/")
-    page.get_by_role("link", name="Sign in with Cognito").click()
-    page.get_by_label("Username").fill("user-lob-a")
-    page.get_by_label("Password").fill(cognito_stack.password("user-lob-a"))
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, Alice Analyst")
+    sign_in(page, portal, cognito_stack, "user-lob-a", "Alice Analyst")
     page.screenshot(path=ARTIFACTS / "studio-dashboard.png", full_page=True)
 
     page.get_by_test_id("my-lob-lob-a").get_by_role("link", name="Open Studio").click()

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from accounts.models import Membership, User
 from subscriptions.models import Endpoint, Invocation, Subscription
-from tests.e2e.test_browser_sign_in import ARTIFACTS, page, portal  # noqa: F401 (fixtures)
+from tests.e2e.conftest import ARTIFACTS, sign_in, watch_external_requests
 from tests.subscriptions.conftest import (  # noqa: F401 (fixtures)
     ACCOUNT_A,
     ProxyWorld,
@@ -54,29 +54,16 @@ def analyst(proxy: ProxyWorld, cognito_stack) -> User:  # noqa: F811
 
 
 def test_analyst_tries_the_model_and_sees_ids_and_where_they_are_stored(
-    portal: str,  # noqa: F811
+    portal: str,
     cognito_stack,
     proxy: ProxyWorld,  # noqa: F811
     analyst: User,
-    page,  # noqa: F811
+    page,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    external_requests: list[str] = []
-    page.on(
-        "request",
-        lambda request: (
-            external_requests.append(request.url)
-            if not request.url.startswith(("http://localhost", "http://127.0.0.1", "data:"))
-            else None
-        ),
-    )
+    external_requests = watch_external_requests(page)
 
-    page.goto(f"{portal}/")
-    page.get_by_role("link", name="Sign in with Cognito").click()
-    page.get_by_label("Username").fill("user-lob-a")
-    page.get_by_label("Password").fill(cognito_stack.password("user-lob-a"))
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, Alice Analyst")
+    sign_in(page, portal, cognito_stack, "user-lob-a", "Alice Analyst")
 
     page.get_by_role("link", name="Subscriptions", exact=True).click()
     expect(page).to_have_url(f"{portal}/subscriptions/")
@@ -128,10 +115,10 @@ def test_analyst_tries_the_model_and_sees_ids_and_where_they_are_stored(
 
 
 def test_member_of_lob_b_sees_why_its_expired_subscription_cannot_be_used(
-    portal: str,  # noqa: F811
+    portal: str,
     cognito_stack,
     proxy: ProxyWorld,  # noqa: F811
-    page,  # noqa: F811
+    page,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     user = User.objects.create(

@@ -1,0 +1,79 @@
+"""Fixtures and steps shared by the end-to-end tests in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from devstack.cognito_bootstrap import bootstrap
+from tests.conftest import REGION, cognito_settings_for
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# Chromium's own background traffic would be refused on this closed network; keep it quiet.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+def portal(live_server, cognito_stack, settings, monkeypatch):
+    """The live portal, registered with the pool as a callback and logout URL."""
+    # Playwright's sync API runs an event loop in this thread; the ORM calls made here are
+    # ordinary synchronous ones.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    bootstrap(
+        moto_url=cognito_stack.moto_url,
+        region=REGION,
+        callback_urls=[f"{live_server.url}/oidc/callback/"],
+        logout_urls=[f"{live_server.url}/signed-out/"],
+    )
+    cognito_settings_for(cognito_stack, settings)
+    return live_server.url
+
+
+@pytest.fixture
+def page():
+    """A fresh headless Chromium page (Debian's chromium, no downloaded browser)."""
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+LOCAL_ORIGINS = ("http://localhost", "http://127.0.0.1", "data:")
+
+
+def watch_external_requests(page: Page) -> list[str]:
+    """Every URL the page requests outside this machine (the portal must make none)."""
+    external: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            external.append(request.url) if not request.url.startswith(LOCAL_ORIGINS) else None
+        ),
+    )
+    return external
+
+
+def sign_in(page: Page, portal: str, cognito_stack, username: str, name: str) -> None:
+    """Sign in through the hosted UI from the portal's front page and land on the dashboard."""
+    page.goto(f"{portal}/")
+    page.get_by_role("link", name="Sign in with Cognito").click()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(cognito_stack.password(username))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Welcome, {name}")
