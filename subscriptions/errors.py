@@ -62,10 +62,20 @@ class InvocationThrottled(ServiceError):
 
 
 class ModelFailed(ServiceError):
-    """The model container answered with an error; the message is the container's own (502)."""
+    """The model container answered with an error; the message is the container's own (502).
+
+    ``original_status`` is the container's own HTTP status when SageMaker reported it (a 4xx is
+    the input's fault and will fail again; a 5xx may not), else None.
+    """
 
     status = 502
     code = "model_error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, original_status: int | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.original_status = original_status
 
 
 class EndpointUnavailable(ServiceError):

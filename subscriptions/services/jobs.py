@@ -421,24 +421,13 @@ def job_start(*, job_id: str) -> None:
             _enqueue("job_finalize", str(job.pk))
 
 
-def _model_status(exc: ModelFailed) -> int | None:
-    """The container's own HTTP status behind a ModelFailed (0: it did not answer in time)."""
-    aws_error = exc.__cause__
-    client_error = getattr(aws_error, "__cause__", None)
-    response = getattr(client_error, "response", None) or {}
-    try:
-        return int(response.get("OriginalStatusCode"))
-    except (TypeError, ValueError):
-        return None
-
-
 def _retryable(exc: ServiceError) -> bool:
     if isinstance(exc, _TRANSIENT):
         return True
     if isinstance(exc, ModelFailed):
         if exc.code != ModelFailed.code:  # e.g. output_mismatch: the same call would do it again
             return False
-        status = _model_status(exc)
+        status = exc.original_status
         return status is None or status == 0 or status >= 500
     if isinstance(exc, UpstreamFailure):
         return True  # AWS 5xx on the way (assume role, storing the result)

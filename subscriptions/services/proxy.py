@@ -267,7 +267,13 @@ def _invoke_error(exc: aws_gateway.AwsError, endpoint_name: str) -> ServiceError
         # SageMaker reports a container that outlived its 60 s as a ModelError with status 0.
         if str(response.get("OriginalStatusCode", "")) == "0" and "timed out" in message:
             return UpstreamTimeout("The model did not answer in time.")
-        return ModelFailed(f"The model failed: {original or message or exc}")
+        try:
+            original_status = int(response.get("OriginalStatusCode"))
+        except (TypeError, ValueError):
+            original_status = None
+        return ModelFailed(
+            f"The model failed: {original or message or exc}", original_status=original_status
+        )
     if isinstance(exc, aws_gateway.Unreachable):
         if type(cause).__name__ == "ReadTimeoutError":
             return UpstreamTimeout(

@@ -10,7 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from accounts.models import AuditEvent, AwsAccount, Membership
+from subscriptions.errors import ModelFailed
 from subscriptions.models import Endpoint, Invocation, Subscription
+from subscriptions.services.proxy import invocation_run
 from tests.subscriptions.conftest import (
     ACCOUNT_A,
     ACCOUNT_B,
@@ -445,3 +447,32 @@ def test_result_that_cannot_be_stored_is_502(proxy: ProxyWorld) -> None:
     assert_refused(response, 502, "result_not_stored")
     invocation = assert_recorded("result_not_stored", audit_outcome="failure")
     assert invocation.bytes_out > 0
+
+
+@pytest.mark.parametrize(
+    ("error_rate", "body", "content_type", "original_status"),
+    [
+        (1.0, b'{"email": "a@example.com"}\n', "application/jsonlines", 500),
+        (0.0, b"{not json", "application/json", 400),
+    ],
+)
+def test_model_failure_carries_the_containers_own_status(
+    proxy: ProxyWorld, error_rate: float, body: bytes, content_type: str, original_status: int
+) -> None:
+    """Jobs retry a container's 5xx but not its 4xx: the status must survive the mapping."""
+    proxy.knobs(error_rate=error_rate)
+    subscription = Subscription.objects.select_related(
+        "listing", "lob__aws_account", "endpoint"
+    ).get(pk=proxy.subscription_a.pk)
+
+    with pytest.raises(ModelFailed) as failed:
+        invocation_run(
+            subscription=subscription,
+            principal=proxy.world.user("analyst"),
+            token=proxy.token(),
+            body=body,
+            content_type=content_type,
+        )
+
+    assert failed.value.code == "model_error"
+    assert failed.value.original_status == original_status
