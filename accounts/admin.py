@@ -46,11 +46,16 @@ class PlatformAdminAccess:
         return self.has_module_permission(request)
 
 
-def _https_by_default(field: models.Field, **kwargs: Any) -> forms.Field | None:
-    """Endpoint URLs typed without a scheme are https (Django 6's default, chosen now)."""
+def https_by_default(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    """URLs typed without a scheme are https (Django 6's default, chosen now)."""
     if isinstance(field, models.URLField):
         kwargs.setdefault("assume_scheme", "https")
     return field.formfield(**kwargs)
+
+
+def form_fields(form: forms.ModelForm, names: tuple[str, ...]) -> dict[str, Any]:
+    """The form's cleaned values of the fields a service accepts."""
+    return {name: form.cleaned_data[name] for name in names if name in form.cleaned_data}
 
 
 def refusal_text(exc: Exception) -> str:
@@ -65,7 +70,7 @@ def service_kwargs(request: HttpRequest) -> dict[str, Any]:
     return {"acting_user": request.user, "request": request}
 
 
-def _adopt(obj: Model, saved: Model) -> None:
+def adopt_saved(obj: Model, saved: Model) -> None:
     """Make the admin's in-memory object the row the service saved (for logs and redirects)."""
     obj.pk = saved.pk
     obj._state.adding = False
@@ -150,7 +155,7 @@ class AwsAccountAdminForm(forms.ModelForm):
     class Meta:
         model = AwsAccount
         fields = tenancy.ACCOUNT_FIELDS
-        formfield_callback = _https_by_default
+        formfield_callback = https_by_default
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -266,18 +271,14 @@ class AwsAccountAdmin(ServiceBackedAdmin):
     def save_model(
         self, request: HttpRequest, obj: AwsAccount, form: forms.ModelForm, change: bool
     ) -> None:
-        fields = {
-            name: form.cleaned_data[name]
-            for name in tenancy.ACCOUNT_FIELDS
-            if name in form.cleaned_data
-        }
+        fields = form_fields(form, tenancy.ACCOUNT_FIELDS)
         if change:
             fields.pop("account_id", None)
             account = AwsAccount.objects.get(pk=obj.pk)
             saved = tenancy.aws_account_update(account=account, **service_kwargs(request), **fields)
         else:
             saved = tenancy.aws_account_create(**service_kwargs(request), **fields)
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
 
     def delete_model(self, request: HttpRequest, obj: AwsAccount) -> None:
         tenancy.aws_account_delete(account=obj, **service_kwargs(request))
@@ -396,11 +397,7 @@ class LobAdmin(ServiceBackedAdmin):
     def save_model(
         self, request: HttpRequest, obj: Lob, form: forms.ModelForm, change: bool
     ) -> None:
-        fields = {
-            name: form.cleaned_data[name]
-            for name in tenancy.LOB_FIELDS
-            if name in form.cleaned_data
-        }
+        fields = form_fields(form, tenancy.LOB_FIELDS)
         if change:
             lob = Lob.objects.get(pk=obj.pk)
             saved = tenancy.lob_update(lob=lob, **service_kwargs(request), **fields)
@@ -412,7 +409,7 @@ class LobAdmin(ServiceBackedAdmin):
                 studio_domain_id=form.cleaned_data["studio_domain_id"] or "",
                 **service_kwargs(request),
             )
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
 
     def save_formset(
         self, request: HttpRequest, form: forms.ModelForm, formset: Any, change: bool
@@ -437,7 +434,7 @@ class LobAdmin(ServiceBackedAdmin):
             )
             if profile_name:
                 _studio_profile_save(request, created, profile_name)
-            _adopt(membership, created)
+            adopt_saved(membership, created)
 
     def delete_model(self, request: HttpRequest, obj: Lob) -> None:
         tenancy.lob_delete(lob=obj, **service_kwargs(request))
@@ -479,7 +476,7 @@ class MembershipAdmin(ServiceBackedAdmin):
             )
         if "studio_profile_name" in form.changed_data:
             _studio_profile_save(request, saved, form.cleaned_data["studio_profile_name"])
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
         tenancy.membership_delete(membership=_membership(obj.pk), **service_kwargs(request))

@@ -9,21 +9,22 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
-from django.db.models import Count, Model, QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 
-from accounts.admin import PlatformAdminAccess, ServiceBackedAdmin, refusal_text, service_kwargs
+from accounts.admin import (
+    PlatformAdminAccess,
+    ServiceBackedAdmin,
+    adopt_saved,
+    form_fields,
+    https_by_default,
+    refusal_text,
+    service_kwargs,
+)
 from portal.errors import ServiceError
 from subscriptions.models import CONTENT_TYPES, Endpoint, Invocation, Listing, Subscription
 from subscriptions.services import catalog, endpoints
-
-
-def _adopt(obj: Model, saved: Model) -> None:
-    """Make the admin's in-memory object the row the service saved (for logs and redirects)."""
-    obj.pk = saved.pk
-    obj._state.adding = False
-    obj.refresh_from_db()
 
 
 class NoDeletion:
@@ -34,13 +35,6 @@ class NoDeletion:
 
 
 # --- Listings -------------------------------------------------------------------------------------
-
-
-def _https_by_default(field: models.Field, **kwargs: Any) -> forms.Field | None:
-    """Seller URLs typed without a scheme are https (Django 6's default, chosen now)."""
-    if isinstance(field, models.URLField):
-        kwargs.setdefault("assume_scheme", "https")
-    return field.formfield(**kwargs)
 
 
 class ListingAdminForm(forms.ModelForm):
@@ -55,7 +49,7 @@ class ListingAdminForm(forms.ModelForm):
     class Meta:
         model = Listing
         fields = catalog.LISTING_FIELDS
-        formfield_callback = _https_by_default
+        formfield_callback = https_by_default
 
 
 @admin.register(Listing)
@@ -99,11 +93,7 @@ class ListingAdmin(NoDeletion, ServiceBackedAdmin):
     def save_model(
         self, request: HttpRequest, obj: Listing, form: forms.ModelForm, change: bool
     ) -> None:
-        fields = {
-            name: form.cleaned_data[name]
-            for name in catalog.LISTING_FIELDS
-            if name in form.cleaned_data
-        }
+        fields = form_fields(form, catalog.LISTING_FIELDS)
         if change:
             # The stored row, not the form's copy (which already carries the changes): the
             # service compares before and after for the audit trail.
@@ -111,7 +101,7 @@ class ListingAdmin(NoDeletion, ServiceBackedAdmin):
             saved = catalog.listing_update(listing=listing, **service_kwargs(request), **fields)
         else:
             saved = catalog.listing_create(**service_kwargs(request), **fields)
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
 
 
 # --- Subscriptions and endpoints ------------------------------------------------------------------
@@ -249,7 +239,7 @@ class SubscriptionAdmin(NoDeletion, ServiceBackedAdmin):
                 **fields,
                 **endpoint,
             )
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
 
     @admin.action(permissions=["change"], description="Sync the endpoints of the selected")
     def sync_endpoints(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
@@ -322,7 +312,7 @@ class EndpointAdmin(NoDeletion, ServiceBackedAdmin):
             endpoint_region=form.cleaned_data["region"],
             **service_kwargs(request),
         )
-        _adopt(obj, saved.endpoint)
+        adopt_saved(obj, saved.endpoint)
 
     @admin.action(permissions=["change"], description="Sync the selected endpoints")
     def sync_endpoints(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
