@@ -327,6 +327,16 @@ SELLER_TOKEN_LEEWAY_SECONDS = env.int("SELLER_TOKEN_LEEWAY_SECONDS", default=30)
 # timeout. Payloads are limited to 6 MB.
 INVOKE_READ_TIMEOUT = env.float("INVOKE_READ_TIMEOUT", default=70.0)
 INVOKE_MAX_PAYLOAD_BYTES = env.int("INVOKE_MAX_PAYLOAD_BYTES", default=6 * 1024 * 1024)
+# When a call's answer is written to S3: "before_answer" (the object exists when the caller has the
+# answer) or "after_answer" (on writer threads; S3's latency is off the caller's path). See
+# subscriptions/services/result_store.py.
+INVOKE_RESULT_WRITE = env.str("INVOKE_RESULT_WRITE", default="before_answer")
+if INVOKE_RESULT_WRITE not in ("before_answer", "after_answer"):
+    raise ImproperlyConfigured("INVOKE_RESULT_WRITE must be before_answer or after_answer.")
+# after_answer: writer threads per process, and writes allowed to wait for one before a call
+# writes its own (each waiting write holds its answer, up to 6 MB, in memory).
+INVOKE_RESULT_WRITERS = env.int("INVOKE_RESULT_WRITERS", default=4)
+INVOKE_RESULT_QUEUE = env.int("INVOKE_RESULT_QUEUE", default=64)
 # The Retry-After (seconds) a caller is told when SageMaker throttles its call.
 INVOKE_RETRY_AFTER_SECONDS = env.int("INVOKE_RETRY_AFTER_SECONDS", default=1)
 # Endpoint status and instance type are refreshed from DescribeEndpoint this often (seconds).

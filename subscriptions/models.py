@@ -149,6 +149,12 @@ class Invocation(models.Model):
     records = models.PositiveIntegerField(default=0)
     outcome = models.CharField(max_length=32, help_text="ok, or the refusal/error code.")
     result_uri = models.CharField(max_length=1024, blank=True)
+    result_stored_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the answer was in S3 at result_uri; empty while it is being written "
+        "(INVOKE_RESULT_WRITE=after_answer) or if the process writing it stopped.",
+    )
 
     class Meta:
         ordering = ["-started_at"]

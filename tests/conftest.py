@@ -156,10 +156,14 @@ def cognito(cognito_stack: CognitoStack, settings) -> CognitoStack:
 
 @pytest.fixture(autouse=True)
 def _fresh_jwks_caches() -> Iterator[None]:
-    """Each test starts with empty JWKS caches, so key-rotation tests see a cold cache."""
+    """Each test starts with empty JWKS and verified-token caches: rotation tests see them cold."""
+    from subscriptions.services.seller_tokens import verified_tokens
+
     tokens._caches.clear()
+    verified_tokens.clear()
     yield
     tokens._caches.clear()
+    verified_tokens.clear()
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,19 @@ from django.http import HttpRequest
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, Membership, User
-from accounts.selectors import may_invoke, role_in
+from accounts.selectors import role_in
 from portal.errors import NotPermitted
 from subscriptions.models import Subscription
+
+_INVOKING_ROLES = (Membership.Role.ADMIN, Membership.Role.ANALYST)
+
+
+def _role(principal: User, subscription: Subscription) -> str | None:
+    """The principal's role in the subscription's LOB: read with the subscription when it was
+    (``subscriptions.selectors``), else asked now. An inactive LOB grants no role."""
+    if getattr(subscription, "caller_role_user_id", None) == principal.pk:
+        return subscription.caller_role if subscription.lob.is_active else None
+    return role_in(principal, subscription.lob)
 
 
 def invoke_permission_check(*, principal: User, subscription: Subscription) -> None:
@@ -18,9 +28,9 @@ def invoke_permission_check(*, principal: User, subscription: Subscription) -> N
     (a viewer), ``subscription_inactive`` (not active, not started, ended, or its LOB inactive).
     """
     lob = subscription.lob
-    if not (principal.is_active and may_invoke(principal, lob)):
-        # Only refusals pay for the second query that tells the two cases apart.
-        if principal.is_active and role_in(principal, lob) == Membership.Role.VIEWER:
+    role = _role(principal, subscription) if principal.is_active else None
+    if role not in _INVOKING_ROLES:
+        if role == Membership.Role.VIEWER:
             raise NotPermitted(
                 f"Viewers of {lob.slug} cannot run its models.", code="may_not_invoke"
             )

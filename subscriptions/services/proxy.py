@@ -37,6 +37,7 @@ from subscriptions.errors import (
     UpstreamTimeout,
 )
 from subscriptions.models import Invocation, Subscription
+from subscriptions.services import result_store
 from subscriptions.services.access import invoke_permission_check
 from subscriptions.services.seller_tokens import seller_token_verify
 
@@ -74,6 +75,7 @@ class _Call:
     records: int = 0
     bytes_out: int = 0
     result_uri: str = ""
+    stored: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     _mark: float = 0.0
 
@@ -98,6 +100,7 @@ def invocation_run(
     accept: str | None = None,
     custom_attributes: str | None = None,
     request: HttpRequest | None = None,
+    store_result: bool = True,
 ) -> InvocationResult:
     """Run one call through the authorized proxy path and store its answer.
 
@@ -108,6 +111,10 @@ def invocation_run(
     ``token_subscription_mismatch``, 429 ``throttled`` (with ``retry_after``), 502 ``model_error``
     and ``upstream_error``, 503 ``endpoint_unavailable``, 504 ``upstream_timeout``. Each call,
     allowed or refused, leaves an Invocation row and an audit event.
+
+    ``store_result=False`` is for callers that keep the answer themselves (a job chunk writes its
+    own part object): the answer is not written a second time and ``result_uri`` is empty. When
+    the answer is written is ``INVOKE_RESULT_WRITE``'s choice (see ``result_store``).
     """
     call = _Call(
         id=uuid.uuid4(),
@@ -135,13 +142,21 @@ def invocation_run(
             custom_attributes=custom_attributes,
         )
         call.bytes_out = len(answer_body)
-        call.result_uri = _store(
-            call=call,
-            subscription=subscription,
-            principal=principal,
-            body=answer_body,
-            content_type=answer_type,
-        )
+        pending = None
+        if store_result:
+            result = _result_object(
+                call=call,
+                subscription=subscription,
+                principal=principal,
+                body=answer_body,
+                content_type=answer_type,
+            )
+            if result_store.writes_after_answer():
+                pending = result
+                call.result_uri = result.uri
+            else:
+                call.result_uri = result_store.result_write(result)
+                call.stored = True
         call.lap("store")
     except ServiceError as exc:
         _record(
@@ -171,6 +186,12 @@ def invocation_run(
         outcome=Invocation.OUTCOME_OK,
         status=200,
     )
+    if pending is not None:
+        # After the row is committed (the writer updates it), then on a writer thread.
+        invocation_id = call.id
+        transaction.on_commit(
+            lambda: result_store.result_write_after_answer(invocation_id, pending)
+        )
     call.lap("record")
     return InvocationResult(
         invocation=invocation,
@@ -302,38 +323,18 @@ def result_key(*, subscription: Subscription, invocation_id: uuid.UUID, at: date
     )
 
 
-def _store(
-    *,
-    call: _Call,
-    subscription: Subscription,
-    principal: User,
-    body: bytes,
-    content_type: str,
-) -> str:
-    """Put the answer in the LOB account's results bucket (SSE-S3); returns its s3:// URI."""
-    account = subscription.lob.aws_account
-    key = result_key(subscription=subscription, invocation_id=call.id, at=call.started_at)
-    try:
-        s3 = aws_gateway.client(
-            "s3",
-            access=account_access(account),
-            session_name=aws_gateway.session_name_for(principal),
-        )
-        with aws_gateway.aws_errors():
-            s3.put_object(
-                Bucket=account.results_bucket,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                ServerSideEncryption="AES256",
-                Metadata={"invocation-id": str(call.id), "subscription-id": str(subscription.pk)},
-            )
-    except aws_gateway.AwsError as exc:
-        raise UpstreamFailure(
-            f"The model answered but its result could not be stored: {exc}",
-            code="result_not_stored",
-        ) from exc
-    return f"s3://{account.results_bucket}/{key}"
+def _result_object(
+    *, call: _Call, subscription: Subscription, principal: User, body: bytes, content_type: str
+) -> result_store.ResultObject:
+    """The answer as an object of the LOB account's results bucket."""
+    return result_store.ResultObject(
+        account=subscription.lob.aws_account,
+        key=result_key(subscription=subscription, invocation_id=call.id, at=call.started_at),
+        body=body,
+        content_type=content_type,
+        session_name=aws_gateway.session_name_for(principal),
+        metadata={"invocation-id": str(call.id), "subscription-id": str(subscription.pk)},
+    )
 
 
 def _count_records(body: bytes, media_type: str) -> int:
@@ -382,6 +383,7 @@ def _record(
             records=call.records if outcome == Invocation.OUTCOME_OK else 0,
             outcome=outcome,
             result_uri=call.result_uri,
+            result_stored_at=timezone.now() if call.stored else None,
         )
         audit_record(
             action="subscription.invoked",

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +34,7 @@ from accounts.services.aws_verification import account_access
 from portal import aws_gateway
 from portal.errors import NotPermitted, ServiceError
 from subscriptions.errors import SellerError, SellerUnavailable, TokenMismatch, TokenRejected
-from subscriptions.models import Subscription
+from subscriptions.models import Listing, Subscription
 from subscriptions.services.access import invoke_permission_check
 
 logger = logging.getLogger(__name__)
@@ -66,13 +69,19 @@ def seller_token_forget(*, subscription: Subscription) -> None:
 
 
 def subscription_authorize(
-    *, subscription: Subscription, principal: User, request: HttpRequest | None = None
+    *,
+    subscription: Subscription,
+    principal: User,
+    request: HttpRequest | None = None,
+    audit_reuse: bool = True,
 ) -> SellerToken:
     """A seller token for the subscription, for an analyst or admin of its LOB.
 
     Refusals: ``not_a_member``/``may_not_invoke`` and ``subscription_inactive`` (403) by the portal,
     ``not_entitled`` (403) by the seller; ``seller_unavailable`` (503) when the seller is down,
     slow or failing. Every request is audited, allowed or refused; the token never is.
+    ``audit_reuse=False`` (a job reusing its token chunk after chunk) audits refusals and every
+    token the seller issues, but not each reuse of a cached one: the chunk's invocation is audited.
     """
     lob = subscription.lob
     cached = False
@@ -99,6 +108,8 @@ def subscription_authorize(
             detail={"product_code": subscription.listing.product_code, "message": str(exc)[:300]},
         )
         raise
+    if cached and not audit_reuse:
+        return seller_token
     audit_record(
         action="subscription.authorized",
         outcome=AuditEvent.Outcome.SUCCESS,
@@ -298,10 +309,71 @@ def seller_token_verify(*, token: str, subscription: Subscription) -> dict[str, 
     ``sub`` = the LOB's account and ``subscription_ref`` = this subscription
     (``token_subscription_mismatch``, 403). Anything else wrong is ``token_invalid`` (401); the
     seller's keys being unreachable is ``seller_unavailable`` (503).
+
+    A token whose signature verified is remembered until it expires (:data:`verified_tokens`), so
+    the calls it makes skip the signature check; the claims are compared with the subscription on
+    every call.
     """
     listing = subscription.listing
     if not token or not isinstance(token, str):
         raise TokenRejected("Send the subscription token in X-Subscription-Token.")
+    cache_key = (token, listing.seller_issuer, listing.seller_jwks_url)
+    claims = verified_tokens.get(cache_key)
+    if claims is None:
+        claims = _signature_verify(token, listing)
+        verified_tokens.put(cache_key, claims, expires_at=float(claims["exp"]))
+    _claims_match(claims, subscription)
+    return claims
+
+
+class VerifiedTokens:
+    """Claims of seller tokens whose signature and issuer verified, kept until their ``exp``.
+
+    Process-wide and bounded (least recently used out first). Verifying an ES256 signature costs
+    more than the rest of the authorizer together, and a token is typically sent thousands of
+    times (a job's chunks, a client's calls) in its 15 minutes. Only what the seller signed is
+    kept: whether it fits the subscription is decided on each call. A key the seller withdraws
+    from its JWKS stops new tokens at once; tokens already seen stay valid until they expire, as
+    they would for any verifier that caches the JWKS.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str, str], tuple[dict[str, Any], float]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            claims, expires_at = entry
+            if time.time() >= expires_at:
+                # From here on the full check decides (leeway, token_expired).
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return claims
+
+    def put(self, key: tuple[str, str, str], claims: dict[str, Any], *, expires_at: float) -> None:
+        with self._lock:
+            self._entries[key] = (claims, expires_at)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+verified_tokens = VerifiedTokens()
+
+
+def _signature_verify(token: str, listing: Listing) -> dict[str, Any]:
+    """The claims of a token signed by a key of the listing's seller and issued by it."""
     if token.count(".") != 2:
         raise TokenRejected("The subscription token is not a JWT.")
     try:
@@ -329,7 +401,7 @@ def seller_token_verify(*, token: str, subscription: Subscription) -> dict[str, 
     if key.algorithm_name != algorithm:
         raise TokenRejected("The subscription token's algorithm does not match its key.")
     try:
-        claims = jwt.decode(
+        return jwt.decode(
             token,
             key=key.key,
             algorithms=[algorithm],
@@ -337,7 +409,8 @@ def seller_token_verify(*, token: str, subscription: Subscription) -> dict[str, 
             leeway=settings.SELLER_TOKEN_LEEWAY_SECONDS,
             options={
                 "require": ["exp", "iss", "aud", "sub", "subscription_ref"],
-                # The audience is compared below, so a token for another product is a mismatch.
+                # The audience is compared in _claims_match, so a token for another product is a
+                # mismatch (403), not an invalid token.
                 "verify_aud": False,
             },
         )
@@ -353,12 +426,15 @@ def seller_token_verify(*, token: str, subscription: Subscription) -> dict[str, 
         raise TokenRejected("The subscription token's signature does not verify.") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenRejected("The subscription token is not valid.") from exc
+
+
+def _claims_match(claims: dict[str, Any], subscription: Subscription) -> None:
+    """TokenMismatch unless the token names this product, LOB account and subscription."""
     audience = claims["aud"]
     audiences = audience if isinstance(audience, list) else [audience]
-    if listing.product_code not in audiences:
+    if subscription.listing.product_code not in audiences:
         raise TokenMismatch("The subscription token is for another product.")
     if str(claims["sub"]) != subscription.lob.aws_account.account_id:
         raise TokenMismatch("The subscription token is for another AWS account.")
     if str(claims["subscription_ref"]) != str(subscription.pk):
         raise TokenMismatch("The subscription token is for another subscription.")
-    return claims

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import jwt
 import pytest
@@ -13,12 +14,13 @@ from accounts import tokens
 from accounts.models import AuditEvent, Membership
 from devstack.wsgi_thread import serve_in_thread
 from portal.errors import NotPermitted
-from subscriptions.errors import TokenRejected
+from subscriptions.errors import SellerUnavailable, TokenMismatch, TokenRejected
 from subscriptions.models import Invocation
 from subscriptions.selectors import subscription_by_id, subscription_for_member
 from subscriptions.services.proxy import invocation_run
 from subscriptions.services.seller_tokens import (
     SellerToken,
+    VerifiedTokens,
     seller_token_verify,
     subscription_authorize,
 )
@@ -112,8 +114,8 @@ def test_hot_path_reads_the_subscription_once_and_writes_two_rows(
     analyst = proxy.world.user("analyst")
     run(proxy, "analyst", token)  # warm: JWKS, assumed role, clients
 
-    # Selector (1) + role check (1) + Invocation and audit inserts (2) + savepoint pair (2).
-    with django_assert_max_num_queries(6):
+    # Selector with the caller's role (1) + Invocation and audit inserts (2) + savepoint pair (2).
+    with django_assert_max_num_queries(5):
         subscription = subscription_for_member(analyst, proxy.subscription_a.pk)
         invocation_run(
             subscription=subscription,
@@ -129,10 +131,156 @@ def test_api_call_makes_no_extra_queries(proxy: ProxyWorld, django_assert_max_nu
     proxy.invoke("analyst", proxy.subscription_a, token=token)
 
     # As above (the caller is force-authenticated here: no user lookup).
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(5):
         response = proxy.invoke("analyst", proxy.subscription_a, token=token)
 
     assert response.status_code == 200
+
+
+def test_role_read_with_the_subscription_is_used_only_for_that_person(proxy: ProxyWorld) -> None:
+    token = proxy.token()
+    # Fetched by the LOB's admin, carrying the admin's role...
+    subscription = subscription_for_member(proxy.world.user("lob_admin"), proxy.subscription_a.pk)
+    assert subscription.caller_role == Membership.Role.ADMIN
+
+    # ...then run for a viewer: the viewer's own role is asked for, and refuses.
+    with pytest.raises(NotPermitted) as refused:
+        invocation_run(
+            subscription=subscription,
+            principal=proxy.world.user("viewer"),
+            token=token,
+            body=PAYLOAD,
+            content_type="application/jsonlines",
+        )
+
+    assert refused.value.code == "may_not_invoke"
+
+
+def test_role_read_with_the_subscription_follows_the_lob_being_deactivated(
+    proxy: ProxyWorld,
+) -> None:
+    token = proxy.token()
+    proxy.subscription_a.lob.__class__.objects.filter(pk=proxy.subscription_a.lob_id).update(
+        is_active=False
+    )
+    analyst = proxy.world.user("analyst")
+    subscription = subscription_by_id(proxy.subscription_a.pk, role_of=analyst)
+
+    with pytest.raises(NotPermitted) as refused:
+        invocation_run(
+            subscription=subscription,
+            principal=analyst,
+            token=token,
+            body=PAYLOAD,
+            content_type="application/jsonlines",
+        )
+
+    assert refused.value.code == "not_a_member"
+
+
+# --- Verified seller tokens are remembered until they expire -------------------------------------
+
+
+def test_verified_token_is_not_verified_again(proxy: ProxyWorld) -> None:
+    token = proxy.token()
+    subscription = subscription_by_id(proxy.subscription_a.pk)
+    seller_token_verify(token=token, subscription=subscription)
+    # The seller's keys vanish: only a remembered verification lets the next call through.
+    proxy.listing.seller_jwks_url = "http://127.0.0.1:9/.well-known/jwks.json"
+    proxy.listing.save()
+    tokens._caches.clear()
+    subscription = subscription_by_id(proxy.subscription_a.pk)
+
+    with pytest.raises(SellerUnavailable):
+        # Another listing URL is another cache entry: this one must fetch the keys.
+        seller_token_verify(token=proxy.sign(), subscription=subscription)
+    proxy.listing.seller_jwks_url = f"{proxy.seller.url}/.well-known/jwks.json"
+    proxy.listing.save()
+    jwks_fetches = proxy.seller_counter.calls["/.well-known/jwks.json"]
+    tokens._caches.clear()
+
+    claims = seller_token_verify(
+        token=token, subscription=subscription_by_id(proxy.subscription_a.pk)
+    )
+
+    assert claims["sub"] == ACCOUNT_A
+    assert proxy.seller_counter.calls["/.well-known/jwks.json"] == jwks_fetches
+
+
+def test_remembered_token_is_still_matched_against_the_subscription(proxy: ProxyWorld) -> None:
+    token = proxy.token()
+    seller_token_verify(token=token, subscription=subscription_by_id(proxy.subscription_a.pk))
+
+    response = proxy.invoke("lob_admin", proxy.subscription_b, token=token)
+    assert response.status_code == 404  # lob-a's admin cannot see lob-b's subscription
+    with pytest.raises(TokenMismatch):
+        seller_token_verify(token=token, subscription=subscription_by_id(proxy.subscription_b.pk))
+
+
+def test_remembered_token_expires_with_its_exp(proxy: ProxyWorld, settings) -> None:
+    settings.SELLER_TOKEN_LEEWAY_SECONDS = 0
+    expires = int(time.time()) + 1
+    token = proxy.sign(iat=expires - 60, exp=expires)
+    subscription = subscription_by_id(proxy.subscription_a.pk)
+    seller_token_verify(token=token, subscription=subscription)
+
+    time.sleep(max(expires - time.time(), 0) + 0.05)  # a second at most: PyJWT reads the clock
+    with pytest.raises(TokenRejected) as refused:
+        seller_token_verify(token=token, subscription=subscription)
+
+    assert refused.value.code == "token_expired"
+
+
+def test_remembered_tokens_are_bounded() -> None:
+    remembered = VerifiedTokens(size=2)
+    far = time.time() + 900
+    for name in ("a", "b", "c"):
+        remembered.put((name, "iss", "jwks"), {"n": name}, expires_at=far)
+
+    assert remembered.get(("a", "iss", "jwks")) is None
+    assert remembered.get(("c", "iss", "jwks")) == {"n": "c"}
+
+
+def test_forged_token_is_refused_even_after_the_real_one_was_seen(proxy: ProxyWorld) -> None:
+    real = proxy.token()
+    seller_token_verify(token=real, subscription=subscription_by_id(proxy.subscription_a.pk))
+    header, payload, _signature = real.split(".")
+    forged = f"{header}.{payload}.{'A' * 86}"
+
+    with pytest.raises(TokenRejected):
+        seller_token_verify(token=forged, subscription=subscription_by_id(proxy.subscription_a.pk))
+
+
+# --- What jobs ask of the path ------------------------------------------------------------------
+
+
+def test_answer_kept_by_the_caller_is_not_stored_again(proxy: ProxyWorld) -> None:
+    account = proxy.subscription_a.lob.aws_account
+
+    def stored() -> int:  # the moto server, and so the bucket, outlives a test
+        return proxy.s3().list_objects_v2(Bucket=account.results_bucket).get("KeyCount", 0)
+
+    token = proxy.token()
+    before = stored()
+    result = run(proxy, "analyst", token, store_result=False)
+
+    assert (result.result_uri, result.invocation.result_uri) == ("", "")
+    assert result.invocation.outcome == "ok"
+    assert stored() == before
+    run(proxy, "analyst", token)
+    assert stored() == before + 1
+
+
+def test_reusing_a_cached_token_quietly_audits_only_new_tokens(proxy: ProxyWorld) -> None:
+    subscription = subscription_by_id(proxy.subscription_a.pk)
+    analyst = proxy.world.user("analyst")
+
+    first = subscription_authorize(subscription=subscription, principal=analyst, audit_reuse=False)
+    again = subscription_authorize(subscription=subscription, principal=analyst, audit_reuse=False)
+
+    assert first.token == again.token
+    events = AuditEvent.objects.filter(action="subscription.authorized")
+    assert [event.detail["cached"] for event in events] == [False]
 
 
 # --- The JWKS cache, generalised for sellers ------------------------------------------------------
