@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import Membership, User
 from accounts.selectors import may_manage_members, member_lob_ids
+from portal.compiled_query import CompiledQuery
 from portal.errors import NotFoundError
 from subscriptions.models import Invocation, Listing, Subscription
 
@@ -43,48 +44,62 @@ def subscriptions_visible_to(user: User) -> QuerySet[Subscription]:
     return subscriptions.filter(lob_id__in=member_lob_ids(user))
 
 
-def _with_role_of(subscriptions: QuerySet[Subscription], user: User) -> QuerySet[Subscription]:
-    """Annotate ``caller_role``: the user's role in the subscription's LOB (None if not a member).
-
-    The proxy path re-checks the caller's role on every call; reading it in the query that fetches
-    the subscription saves that check a round trip. ``caller_role_user_id`` (set by
-    :func:`_remember_role_of`) says whose role it is, so it is never taken for someone else's.
-    """
-    # order_by(): Membership's default ordering would join the LOB and user tables for nothing.
-    role = (
-        Membership.objects.filter(user_id=user.pk, lob_id=OuterRef("lob_id"))
-        .order_by()
-        .values("role")[:1]
-    )
-    return subscriptions.annotate(caller_role=Subquery(role))
-
-
 def _remember_role_of(subscription: Subscription | None, user: User) -> Subscription | None:
+    """Say whose ``caller_role`` the subscription carries, so it is never taken for another's."""
     if subscription is not None:
         subscription.caller_role_user_id = user.pk
     return subscription
 
 
+def _subscription_with_role(*, user_id: int, pk: int) -> QuerySet[Subscription]:
+    """The subscription with everything the proxy path reads and the user's role in its LOB."""
+    role = (
+        # order_by(): Membership's default ordering would join the LOB and user tables for nothing.
+        Membership.objects.filter(user_id=user_id, lob_id=OuterRef("lob_id"))
+        .order_by()
+        .values("role")[:1]
+    )
+    return (
+        Subscription.objects.select_related(*_SUBSCRIPTION_RELATED)
+        .annotate(caller_role=Subquery(role))
+        .filter(pk=pk)
+        .order_by()
+    )
+
+
+_MAX_ID = 2**63 - 1
+
+# The proxy path's lookup, compiled once per thread (see portal.compiled_query): for platform
+# admins any subscription, for everyone else one of an active LOB they have a role in (the rule of
+# subscriptions_visible_to, read from the role already selected).
+_ANY_SUBSCRIPTION = CompiledQuery(
+    lambda user_id, pk: _subscription_with_role(user_id=user_id, pk=pk)[:1], "user_id", "pk"
+)
+_MEMBER_SUBSCRIPTION = CompiledQuery(
+    lambda user_id, pk: _subscription_with_role(user_id=user_id, pk=pk).filter(
+        caller_role__isnull=False, lob__is_active=True
+    )[:1],
+    "user_id",
+    "pk",
+)
+
+
 def subscription_for_member(user: User, subscription_id: int | str) -> Subscription:
     """One subscription the user may read; NotFoundError (404) if missing or another LOB's.
 
-    It comes with the user's role in its LOB (see :func:`_with_role_of`), for the proxy path: the
-    busiest query of the portal, so it is one query, and as small as it can be to compile.
+    It comes with the user's role in its LOB (``caller_role``), which the proxy path's permission
+    re-check uses instead of asking again. This is the busiest query of the portal: one round trip,
+    compiled once per thread.
     """
     try:
         pk = int(subscription_id)
     except (TypeError, ValueError):
         pk = None
     subscription = None
-    if pk is not None and user.is_authenticated and user.is_active:
-        subscriptions = _with_role_of(
-            Subscription.objects.select_related(*_SUBSCRIPTION_RELATED).filter(pk=pk), user
-        )
-        if not _sees_everything(user):
-            # The same rule as subscriptions_visible_to, read from the role already selected.
-            subscriptions = subscriptions.filter(caller_role__isnull=False, lob__is_active=True)
-        # order_by(): one row needs no ordering, whose joins cost compile time on the hot path.
-        subscription = _remember_role_of(subscriptions.order_by().first(), user)
+    # The range check the ORM would make: a raw query passes ids beyond any row to the driver.
+    if pk is not None and 0 < pk <= _MAX_ID and user.is_authenticated and user.is_active:
+        lookup = _ANY_SUBSCRIPTION if _sees_everything(user) else _MEMBER_SUBSCRIPTION
+        subscription = _remember_role_of(lookup.first(user_id=user.pk, pk=pk), user)
     if subscription is None:
         raise NotFoundError("No subscription with that id.", code="not_found")
     return subscription
@@ -100,12 +115,14 @@ def subscription_by_id(subscription_id: int, *, role_of: User | None = None) -> 
 
     With ``role_of``, it also carries that user's role in its LOB, read in the same query.
     """
-    subscriptions = Subscription.objects.select_related(*_SUBSCRIPTION_RELATED).filter(
-        pk=subscription_id
-    )
     if role_of is None:
-        return subscriptions.first()
-    return _remember_role_of(_with_role_of(subscriptions, role_of).order_by().first(), role_of)
+        return (
+            Subscription.objects.select_related(*_SUBSCRIPTION_RELATED)
+            .filter(pk=subscription_id)
+            .first()
+        )
+    subscription = _ANY_SUBSCRIPTION.first(user_id=role_of.pk, pk=subscription_id)
+    return _remember_role_of(subscription, role_of)
 
 
 def invocations_visible_to(user: User) -> QuerySet[Invocation]:
