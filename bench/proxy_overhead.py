@@ -2,8 +2,9 @@
 
 Starts its own world, every piece in its own process on loopback: moto (STS, S3), the model
 container, the SageMaker runtime stand-in in front of it, the seller's token service, a Redis, and
-the portal under gunicorn on a throwaway SQLite database. Then sends ``BENCH_CALLS`` (2,000) calls
-of about 1 KB (JSON lines) three ways, on the same container:
+the portal under gunicorn on a throwaway database (SQLite; with a PostgreSQL ``DATABASE_URL``, a
+fresh ``<name>_proxy_bench`` database next to it, dropped at the end). Then sends ``BENCH_CALLS``
+(2,000) calls of about 1 KB (JSON lines) three ways, on the same container:
 
 1. direct: botocore's sagemaker-runtime client straight to the runtime stand-in (the baseline);
 2. the portal's path in-process: the scoped selector + ``invocation_run`` (permission re-check,
@@ -11,11 +12,16 @@ of about 1 KB (JSON lines) three ways, on the same container:
    row and audit event);
 3. the portal's path over HTTP: ``POST /api/v1/subscriptions/{id}/invocations/`` to gunicorn.
 
+Paths 2 and 3 run twice: with the answer written to S3 before answering (the default) and after
+(``INVOKE_RESULT_WRITE=after_answer``: writer threads, S3 off the caller's path).
+
 Prints p50 and p99 of each, the in-process overhead split into authorization, credentials, invoke,
 S3 write and recording, and the ratios it is judged by: overhead excluding the S3 write at p50
 (aim: at most 1 ms) and whole path p50 / direct p50 (aim: at most 1.5).
 
     .venv/bin/python bench/proxy_overhead.py            # BENCH_CALLS=200 for a quick look
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/gatehouse \
+        .venv/bin/python bench/proxy_overhead.py
 """
 
 from __future__ import annotations
@@ -96,11 +102,12 @@ class World:
             name: free_port()
             for name in ("redis", "moto", "container", "runtime", "seller", "portal")
         }
+        self.postgres = postgres_bench_url(os.environ.get("DATABASE_URL", ""))
         self.env = {
             **os.environ,
             "GATEHOUSE_ENV": "local",
             "DJANGO_DEBUG": "false",
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "DATABASE_URL": self.postgres or f"sqlite:///{workdir / 'bench.sqlite3'}",
             "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
             "AWS_ENDPOINT_URL": self.url("moto"),
             "AWS_ACCESS_KEY_ID": "testing",
@@ -183,6 +190,25 @@ class World:
                 process.kill()
 
 
+def postgres_bench_url(url: str) -> str:
+    """For a PostgreSQL DATABASE_URL, the URL of a throwaway database next to it; else ''."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return ""
+    base, _, name = url.rpartition("/")
+    return f"{base}/{name.split('?')[0] or 'gatehouse'}_proxy_bench"
+
+
+def postgres_recreate(url: str, *, drop_only: bool = False) -> None:
+    """Drop the benchmark's database and (unless ``drop_only``) create it empty."""
+    import psycopg
+
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop_only:
+            admin.execute(f'CREATE DATABASE "{name}"')
+
+
 def build_data(world: World):
     """The LOB, its account, an analyst, the listing, the subscription and its endpoint."""
     from accounts.models import AwsAccount, Lob, Membership, User
@@ -242,11 +268,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
     world = World(workdir)
+    if world.postgres:
+        postgres_recreate(world.postgres)
     try:
         return run(world)
     finally:
         world.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        if world.postgres:
+            from django.db import connections
+
+            connections.close_all()
+            postgres_recreate(world.postgres, drop_only=True)
 
 
 def run(world: World) -> int:
@@ -274,7 +307,8 @@ def run(world: World) -> int:
     body = payload()
     print(
         f"{CALLS} calls of {len(body)} bytes (application/jsonlines, 16 records) per path; "
-        f"{os.cpu_count()} CPUs; every component in its own process on loopback"
+        f"{os.cpu_count()} CPUs; every component in its own process on loopback; "
+        f"database: {connection.vendor}"
     )
 
     # 1. Direct: the same botocore configuration the portal uses, no role, no checks, no S3.
