@@ -165,7 +165,8 @@ def answer_for_display(body: bytes, content_type: str) -> Answer:
     return Answer(text=text, content_type=content_type, truncated=truncated)
 
 
-def _detail_context(request: HttpRequest, subscription: Subscription) -> dict[str, Any]:
+def subscription_page_context(request: HttpRequest, subscription: Subscription) -> dict[str, Any]:
+    """What the subscription page shows (the jobs upload re-renders it with its error)."""
     user = request.user
     listing = subscription.listing
     invocations = list(
@@ -222,14 +223,16 @@ def subscription_detail(request: HttpRequest, subscription_id: int) -> HttpRespo
     if refusal is not None:
         return refusal
     return render(
-        request, "subscriptions/subscription_detail.html", _detail_context(request, subscription)
+        request,
+        "subscriptions/subscription_detail.html",
+        subscription_page_context(request, subscription),
     )
 
 
 # --- Try it ---------------------------------------------------------------------------------------
 
 
-def _status_for(exc: ServiceError) -> int:
+def page_status_for(exc: ServiceError) -> int:
     """A refusal keeps its status (as in the API); an upstream failure is shown with a 200.
 
     The page itself worked: a 5xx would count as the portal failing, and a proxy in front of it
@@ -278,10 +281,10 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
                 request, status=403, message=str(exc), subscription_id=subscription.pk
             )
         context["try_error"] = exc
-        status = _status_for(exc)
+        status = page_status_for(exc)
     except ServiceError as exc:
         context["try_error"] = exc
-        status = _status_for(exc)
+        status = page_status_for(exc)
     except Exception:
         # A bug, not a refusal: logged with its traceback (the call is already recorded as
         # internal_error), and the person gets the page back rather than a bare 500.
@@ -294,7 +297,7 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
         context["try_result"] = result
         context["answer"] = answer_for_display(result.body, result.content_type)
     # Read after the call, so the new invocation shows in the usage and the latest calls.
-    page = _detail_context(request, subscription)
+    page = subscription_page_context(request, subscription)
     page.update(context, try_content_type=content_type, try_body=body_text)
     response = render(request, "subscriptions/subscription_detail.html", page, status=status)
     response["Cache-Control"] = "no-store"  # the answer is the LOB's data
