@@ -117,13 +117,14 @@ def test_seller_failing_is_seller_unavailable(proxy: ProxyWorld) -> None:
 
 def test_seller_too_slow_is_seller_unavailable(proxy: ProxyWorld, settings) -> None:
     settings.SELLER_TOKEN_READ_TIMEOUT = 0.2
-    proxy.seller_counter.delay_s = 0.6
+    proxy.seller_counter.delay_s = 5
 
     started = time.monotonic()
     response = proxy.authorize("analyst", proxy.subscription_a)
 
     assert_refused(response, 503, "seller_unavailable")
-    assert time.monotonic() - started < 0.6
+    # Given up after the read timeout, long before the seller would have answered.
+    assert time.monotonic() - started < 5
 
 
 def test_refusals_are_not_cached(proxy: ProxyWorld) -> None:
@@ -429,14 +430,14 @@ def test_model_slower_than_sagemakers_limit_is_504(proxy: ProxyWorld) -> None:
 
 def test_no_answer_within_the_read_timeout_is_504(proxy: ProxyWorld, settings) -> None:
     settings.INVOKE_READ_TIMEOUT = 0.3
-    proxy.knobs(latency_ms=800)
+    token = proxy.token()
+    proxy.knobs(latency_ms=5000)
 
-    started = time.monotonic()
-    response = proxy.invoke("analyst", proxy.subscription_a, token=proxy.token())
+    response = proxy.invoke("analyst", proxy.subscription_a, token=token)
 
     assert_refused(response, 504, "upstream_timeout")
-    assert time.monotonic() - started < 0.8
-    assert assert_recorded("upstream_timeout", audit_outcome="failure").duration_ms >= 300
+    # Given up after the read timeout, long before the model would have answered.
+    assert 300 <= assert_recorded("upstream_timeout", audit_outcome="failure").duration_ms < 5000
 
 
 def test_result_that_cannot_be_stored_is_502(proxy: ProxyWorld) -> None:
