@@ -361,7 +361,13 @@ STUDIO_ALLOW_VIEWERS = env.bool("STUDIO_ALLOW_VIEWERS", default=False)
 # --- Jobs ---------------------------------------------------------------------------------------
 # Whole files run by Celery workers through the proxy path (subscriptions/services/jobs.py). Read
 # at call time.
-JOBS_RECORDS_PER_CHUNK = env.int("JOBS_RECORDS_PER_CHUNK", default=500)
+# Records a model call gets. Each call costs the job a fixed share of work (S3, database, audit),
+# so few large calls are faster than many small ones; 2,000 records stay well within SageMaker's
+# 60 s a call for models up to ~30 ms a record (lower it for slower models).
+JOBS_RECORDS_PER_CHUNK = env.int("JOBS_RECORDS_PER_CHUNK", default=2000)
+# Consecutive chunks one task runs with their model calls back to back (the chunks' S3 and
+# database work is done meanwhile by a helper thread); its time limit grows with it.
+JOBS_CHUNKS_PER_TASK = env.int("JOBS_CHUNKS_PER_TASK", default=4)
 # A chunk's payload (CSV header included) stays under InvokeEndpoint's 6 MB limit.
 JOBS_MAX_CHUNK_BYTES = env.int("JOBS_MAX_CHUNK_BYTES", default=5 * 1024 * 1024)
 JOBS_MAX_LINE_BYTES = env.int("JOBS_MAX_LINE_BYTES", default=64 * 1024)

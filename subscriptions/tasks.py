@@ -7,6 +7,7 @@ import random
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_shutdown
 from django.conf import settings
 
 from subscriptions.models import Endpoint, Subscription
@@ -59,7 +60,9 @@ def sync_endpoint(endpoint_id: int) -> None:
 # Ids in; acks_late (settings) so a killed worker's task is delivered again; every step is
 # idempotent (deterministic S3 keys, chunks counted once under a row lock). A chunk's time limits
 # cover a 70 s model call, the S3 reads and writes and the seller token; the Redis visibility
-# timeout (CELERY_VISIBILITY_TIMEOUT) is far above them.
+# timeout (CELERY_VISIBILITY_TIMEOUT) is far above them, also for a run of JOBS_CHUNKS_PER_TASK.
+# Jobs run as job_chunks_run tasks (a few chunks each); job_chunk_run runs one chunk on its own
+# (a retry, or what the reconciler finds).
 
 
 def retry_countdown(retries: int) -> float:
@@ -103,6 +106,39 @@ def job_chunk_run(self, job_id: str, index: int) -> None:
             countdown=retry_countdown(self.request.retries),
             max_retries=settings.JOBS_CHUNK_MAX_RETRIES,
         ) from exc
+
+
+# A run of chunks may take each chunk's time limit; it stays far below the visibility timeout.
+_CHUNKS_PER_TASK = max(settings.JOBS_CHUNKS_PER_TASK, 1)
+
+
+@shared_task(
+    name="subscriptions.job_chunks_run",
+    acks_late=True,
+    time_limit=240 * _CHUNKS_PER_TASK,
+    soft_time_limit=200 * _CHUNKS_PER_TASK,
+    ignore_result=True,
+)
+def job_chunks_run(job_id: str, indices: list[int]) -> None:
+    """Run consecutive chunks with their model calls back to back; a chunk worth retrying is
+    retried on its own (job_chunk_run, with backoff)."""
+
+    def retry_later(index: int, exc: jobs.ChunkRetry) -> None:
+        job_chunk_run.apply_async((job_id, index), countdown=retry_countdown(0))
+
+    try:
+        jobs.job_chunks_run(job_id=job_id, indices=indices, retry_later=retry_later)
+    except SoftTimeLimitExceeded:
+        # Out of time: each chunk goes on in a task of its own (finished ones end at once).
+        logger.warning("job %s chunks %s: out of time, run one by one", job_id, indices)
+        for index in indices:
+            job_chunk_run.delay(job_id, index)
+
+
+@worker_process_shutdown.connect
+def _chunk_helper_stop(**_: object) -> None:
+    # The pool process's helper thread (job_chunks_run) closes its connections as the process ends.
+    jobs.chunk_helper_stop()
 
 
 @shared_task(

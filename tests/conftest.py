@@ -166,6 +166,15 @@ def _fresh_jwks_caches() -> Iterator[None]:
     verified_tokens.clear()
 
 
+@pytest.fixture(autouse=True)
+def _chunk_helper_stopped() -> Iterator[None]:
+    """The jobs' helper thread (and its database connection) ends with the test that started it."""
+    yield
+    from subscriptions.services.jobs import chunk_helper_stop
+
+    chunk_helper_stop()
+
+
 @pytest.fixture(scope="session")
 def moto_signing_key() -> jwt.PyJWK:
     """moto's Cognito private key (all moto pools share it), to forge tokens for refusal tests."""

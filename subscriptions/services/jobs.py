@@ -7,6 +7,8 @@
 * :func:`job_chunk_run` runs one chunk as the submitting user through ``invocation_run`` (which
   re-checks membership and subscription) and writes ``part-{n:05d}.jsonl`` — a deterministic key,
   so a chunk that runs twice writes the same object and is counted once (under a row lock).
+  :func:`job_chunks_run` runs a few consecutive chunks the same way, with their model calls back to
+  back while a helper thread does each chunk's S3 and database work (how jobs normally run).
 * :func:`job_finalize` writes the merged output and the manifest once every chunk is done.
 * :func:`job_cancel`, :func:`jobs_reconcile` (stalled work is enqueued again), and the reads the
   API needs (:func:`jobs_visible_to`, :func:`job_for_member`, :func:`job_results`,
@@ -21,12 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, BinaryIO
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -289,13 +294,7 @@ def _job_create(
     )
     try:
         try:
-            with aws_gateway.aws_errors():
-                s3.upload_fileobj(
-                    Fileobj=scanner,
-                    Bucket=account.results_bucket,
-                    Key=input_key,
-                    ExtraArgs={"ContentType": media_type, "ServerSideEncryption": "AES256"},
-                )
+            _upload(s3, account.results_bucket, input_key, scanner, media_type)
         except aws_gateway.AwsError as exc:
             raise UpstreamFailure(f"The input could not be stored: {exc}") from exc
         scanner.finish()
@@ -415,10 +414,16 @@ def job_start(*, job_id: str) -> None:
             .order_by("index")
             .values_list("index", flat=True)
         )
-        for index in pending:
-            _enqueue("job_chunk_run", str(job.pk), index)
+        _enqueue_chunks(str(job.pk), pending)
         if not pending:
             _enqueue("job_finalize", str(job.pk))
+
+
+def _enqueue_chunks(job_id: str, indices: list[int]) -> None:
+    """Enqueue the chunks in runs of JOBS_CHUNKS_PER_TASK consecutive ones (one task each)."""
+    size = max(settings.JOBS_CHUNKS_PER_TASK, 1)
+    for start in range(0, len(indices), size):
+        _enqueue("job_chunks_run", job_id, indices[start : start + size])
 
 
 def _retryable(exc: ServiceError) -> bool:
@@ -441,40 +446,131 @@ class _ChunkOutput:
     record_errors: list[dict[str, Any]]
 
 
+@dataclass
+class _ChunkRun:
+    """A chunk ready for its model call: checked, with the seller token and its records."""
+
+    job: Job
+    chunk: JobChunk
+    subscription: Subscription
+    principal: User
+    token: str = field(repr=False)
+    records: job_input.ChunkRecords
+
+
 def job_chunk_run(*, job_id: str, index: int) -> None:
     """Run one chunk through the proxy path as the submitter; write its part; count it once.
 
     Raises :class:`ChunkRetry` for failures worth retrying; any other failure marks the chunk
     failed (its records become error entries), and a refusal in :data:`STOP_CODES` stops the job.
+    A chunk of a cancelled or stopped job is not run: cancelling marks the pending chunks skipped,
+    and each queued task sees that in its first query.
     """
-    chunk = JobChunk.objects.select_related("job").filter(job_id=job_id, index=index).first()
-    if chunk is None or chunk.status != JobChunk.Status.PENDING:
+    run = _chunk_prepare(job_id, index)
+    if run is None:
         return
+    answer = _chunk_call(run)
+    if answer is not None:
+        _chunk_finish(run, answer)
+
+
+def _chunk_prepare(job_id: str, index: int) -> _ChunkRun | None:
+    """Everything before the model call: the run-time checks, the seller token, the records.
+
+    None when the chunk is not to run (done already, its job finished, or it failed here).
+    """
+    chunk = (
+        JobChunk.objects.select_related("job__submitted_by")
+        .filter(job_id=job_id, index=index)
+        .first()
+    )
+    if chunk is None or chunk.status != JobChunk.Status.PENDING:
+        return None
     job = chunk.job
     if job.is_finished:
-        _chunk_close(job_id=job_id, index=index, status=JobChunk.Status.SKIPPED)
-        return
-    JobChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
-    subscription = selectors.subscription_by_id(job.subscription_id)
-    job.subscription = subscription
+        _chunk_close(
+            job_id=job_id,
+            index=index,
+            record_count=chunk.record_count,
+            status=JobChunk.Status.SKIPPED,
+        )
+        return None
     principal = job.submitted_by
     if principal is None:
         job_stop(job_id=job_id, code="not_a_member", message="The submitter no longer exists.")
-        return
+        return None
+    JobChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
+    # The submitter's role comes with the subscription (one query): the proxy path re-checks it
+    # on every chunk without asking again.
+    subscription = selectors.subscription_by_id(job.subscription_id, role_of=principal)
+    job.subscription = subscription
     try:
-        seller_token = subscription_authorize(subscription=subscription, principal=principal)
-        records = _chunk_input(job, chunk, principal)
-        result = invocation_run(
-            subscription=subscription,
-            principal=principal,
-            token=seller_token.token,
-            body=records.payload,
-            content_type=job.content_type,
-            accept=JSONLINES,
+        # audit_reuse=False: every chunk's call is audited as subscription.invoked; a token the
+        # seller issues (or refuses) is audited, its reuse chunk after chunk is not.
+        seller_token = subscription_authorize(
+            subscription=subscription, principal=principal, audit_reuse=False
         )
-        output = _chunk_output(chunk, records, result.body)
-        _put_part(job, chunk, principal, output.body)
-    except ServiceError as exc:
+        records = _chunk_input(job, chunk, principal)
+    except (ServiceError, aws_gateway.AwsError) as exc:
+        _chunk_trouble(job_id=job_id, index=index, subscription=subscription, exc=exc)
+        return None
+    return _ChunkRun(
+        job=job,
+        chunk=chunk,
+        subscription=subscription,
+        principal=principal,
+        token=seller_token.token,
+        records=records,
+    )
+
+
+def _chunk_call(run: _ChunkRun) -> bytes | None:
+    """The model call through the proxy path (which re-checks the submitter); None if it failed."""
+    try:
+        result = invocation_run(
+            subscription=run.subscription,
+            principal=run.principal,
+            token=run.token,
+            body=run.records.payload,
+            content_type=run.job.content_type,
+            accept=JSONLINES,
+            # The chunk's part is its result: no second copy under {lob}/invocations/.
+            store_result=False,
+        )
+    except (ServiceError, aws_gateway.AwsError) as exc:
+        _chunk_trouble(
+            job_id=str(run.job.pk), index=run.chunk.index, subscription=run.subscription, exc=exc
+        )
+        return None
+    return result.body
+
+
+def _chunk_finish(run: _ChunkRun, answer: bytes) -> None:
+    """Everything after the model call: the part, then the chunk counted on the job."""
+    job, chunk = run.job, run.chunk
+    try:
+        output = _chunk_output(chunk, run.records, answer)
+        _put_part(job, chunk, run.principal, output.body)
+    except (ServiceError, aws_gateway.AwsError) as exc:
+        _chunk_trouble(
+            job_id=str(job.pk), index=chunk.index, subscription=run.subscription, exc=exc
+        )
+        return
+    _chunk_close(
+        job_id=str(job.pk),
+        index=chunk.index,
+        record_count=chunk.record_count,
+        status=JobChunk.Status.SUCCEEDED,
+        records_failed=output.records_failed,
+        record_errors=output.record_errors,
+        output_key=part_key(job, chunk.index),
+    )
+
+
+def _chunk_trouble(*, job_id: str, index: int, subscription: Subscription, exc: Exception) -> None:
+    """A chunk's failure: the job stops (STOP_CODES), the chunk is retried later (ChunkRetry is
+    raised) or it fails (its records become error entries)."""
+    if isinstance(exc, ServiceError):
         if exc.code in STOP_CODES:
             job_stop(job_id=job_id, code=exc.code, message=str(exc))
             return
@@ -482,21 +578,113 @@ def job_chunk_run(*, job_id: str, index: int) -> None:
             seller_token_forget(subscription=subscription)
         if _retryable(exc):
             raise ChunkRetry(exc.code, str(exc)) from exc
-        job_chunk_fail(job_id=job_id, index=index, code=exc.code, message=str(exc))
+    elif isinstance(exc, _TRANSIENT_AWS):
+        raise ChunkRetry(exc.code, str(exc)) from exc
+    code = getattr(exc, "code", "error")
+    job_chunk_fail(job_id=job_id, index=index, code=code, message=str(exc))
+
+
+def job_chunks_run(
+    *, job_id: str, indices: list[int], retry_later: Callable[[int, ChunkRetry], None]
+) -> None:
+    """Run consecutive chunks of a job with their model calls back to back.
+
+    A chunk's own work around its model call — the checks, the seller token and reading its
+    records before; its output, part and count after — takes about as long as the call itself,
+    and the model would wait through it. Here a helper thread does that work for the chunks
+    before and after while this thread makes the calls, one at a time: the model sees no more
+    calls at once than with :func:`job_chunk_run`, without the pauses. Each chunk is still
+    checked, written and counted on its own as :func:`job_chunk_run` does it; a chunk whose failure
+    is worth retrying goes to ``retry_later`` (index, the failure) and the others go on.
+    """
+    helper = _chunk_helper()
+
+    def guarded(index: int, step: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return step(*args)
+        except ChunkRetry as exc:
+            retry_later(index, exc)
+            return None
+
+    pending: list[Future] = []
+    try:
+        # The helper thread's connection lives across tasks: like the task's own, it is dropped
+        # when too old or broken, once a task (each check costs the database a round trip). Not
+        # inline: there it is the caller's connection, in the caller's transaction.
+        if not isinstance(helper, _Inline):
+            pending.append(helper.submit(close_old_connections))
+        upcoming = helper.submit(guarded, indices[0], _chunk_prepare, job_id, indices[0])
+        pending.append(upcoming)
+        for position, index in enumerate(indices):
+            run = upcoming.result()
+            if position + 1 < len(indices):
+                following = indices[position + 1]
+                upcoming = helper.submit(guarded, following, _chunk_prepare, job_id, following)
+                pending.append(upcoming)
+            # Cancelled (or the job stopped) since it was prepared: the call is not made.
+            if (
+                run is None
+                or not JobChunk.objects.filter(
+                    pk=run.chunk.pk, status=JobChunk.Status.PENDING
+                ).exists()
+            ):
+                continue
+            answer = guarded(index, _chunk_call, run)
+            if answer is not None:
+                pending.append(helper.submit(guarded, index, _chunk_finish, run, answer))
+    finally:
+        # Nothing of this task goes on after it ends (and is acknowledged).
+        wait(pending)
+    for future in pending:
+        future.result()  # a step's unexpected error fails the task (after every step ended)
+
+
+class _Inline:
+    """An executor that runs each step at once, in the calling thread."""
+
+    def submit(self, step: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(step(*args))
+        except BaseException as exc:  # the caller sees it from result(), as from a thread
+            future.set_exception(exc)
+        return future
+
+
+_helper_executor: ThreadPoolExecutor | None = None
+
+
+def _chunk_helper() -> ThreadPoolExecutor | _Inline:
+    """The process's helper thread for chunk work, or inline steps inside a transaction.
+
+    Inside a transaction (tests run each in one) another thread's database connection would not
+    see its rows, and an in-memory SQLite database (the test suite's) belongs to one connection:
+    there the steps run one after the other in this thread.
+    """
+    global _helper_executor
+    connection = transaction.get_connection()
+    if connection.in_atomic_block or (
+        connection.vendor == "sqlite" and connection.is_in_memory_db()
+    ):
+        return _Inline()
+    if _helper_executor is None:
+        # Created in the process that runs tasks (after a prefork pool forked it), never shared.
+        _helper_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-chunks")
+    return _helper_executor
+
+
+def chunk_helper_stop() -> None:
+    """End the helper thread, closing its database connections first (only it can close them).
+
+    Called when a worker process shuts down, and after each test, so that no connection of the
+    helper outlives what opened it (PostgreSQL refuses to drop a database someone is connected to).
+    """
+    global _helper_executor
+    executor, _helper_executor = _helper_executor, None
+    if executor is None:
         return
-    except aws_gateway.AwsError as exc:
-        if isinstance(exc, _TRANSIENT_AWS):
-            raise ChunkRetry(exc.code, str(exc)) from exc
-        job_chunk_fail(job_id=job_id, index=index, code=exc.code, message=str(exc))
-        return
-    _chunk_close(
-        job_id=job_id,
-        index=index,
-        status=JobChunk.Status.SUCCEEDED,
-        records_failed=output.records_failed,
-        record_errors=output.record_errors,
-        output_key=part_key(job, index),
-    )
+    executor.submit(connections.close_all).result()
+    executor.shutdown(wait=True)
 
 
 def _chunk_input(job: Job, chunk: JobChunk, principal: User | None) -> job_input.ChunkRecords:
@@ -520,24 +708,56 @@ def _entry(chunk: JobChunk, records: job_input.ChunkRecords, position: int) -> d
     return {"record": chunk.first_record + position, "line": records.lines[position]}
 
 
+_MODEL_RECORD_PREFIX = '{"record":'
+
+
+def _entry_line(record: int, line: int, result: dict[str, Any]) -> str:
+    """``{"record", "line", ...the model's other keys}`` encoded from the parsed result."""
+    entry = {"record": record, "line": line}
+    entry.update((k, v) for k, v in result.items() if k not in ("record", "line"))
+    return json.dumps(entry, separators=(",", ":"))
+
+
 def _chunk_output(chunk: JobChunk, records: job_input.ChunkRecords, answer: bytes) -> _ChunkOutput:
-    """The model's answer with input record numbers and lines; its rejections counted."""
-    results = job_input.part_lines(answer)
-    if len(results) != len(records.lines):
-        raise ModelFailed(
-            f"The model answered {len(results)} results for {len(records.lines)} records.",
-            code="output_mismatch",
-        )
+    """The model's answer with input record numbers and lines; its rejections counted.
+
+    Each part line is ``{"record", "line", ...the model's other keys}``. Most models (the
+    transcoder among them) answer ``{"record":<n>,...}`` compactly: the rest of the model's own
+    text is then kept as it is, which costs a fraction of encoding the parsed object again. Anything
+    else — a "line" key, "record" not first or written twice, spaces — is encoded from the parsed
+    object. One pass, for every record of a job: the parse and the part line share the loop.
+    """
     lines: list[str] = []
     errors: list[dict[str, Any]] = []
-    for position, result in enumerate(results):
-        entry = _entry(chunk, records, position)
-        entry.update((k, v) for k, v in result.items() if k not in ("record", "line"))
+    append, numbers, first = lines.append, records.lines, chunk.first_record
+    prefix, skip = _MODEL_RECORD_PREFIX, len(_MODEL_RECORD_PREFIX)
+    position = 0
+    for text, result in job_input.answer_lines(answer):
+        if position >= len(numbers):
+            position += 1
+            continue  # more results than records: refused below, once counted
+        record, line = first + position, numbers[position]
+        position += 1
         if "error" in result:
-            errors.append({**_entry(chunk, records, position), "error": result["error"]})
-        lines.append(json.dumps(entry, separators=(",", ":")))
-    body = ("\n".join(lines) + "\n").encode()
-    return _ChunkOutput(body=body, records_failed=len(errors), record_errors=errors)
+            errors.append({"record": record, "line": line, "error": result["error"]})
+        if text.startswith(prefix) and "line" not in result:
+            comma = text.find(",", skip)
+            # Between the prefix and the first comma a valid line can only hold a number; no
+            # second '"record"' after it means no second "record" key (a string holding it only
+            # takes the slow way).
+            if comma > skip and text[skip:comma].isdigit() and text.find('"record"', comma) < 0:
+                append(f'{{"record":{record},"line":{line},{text[comma + 1 :]}')
+                continue
+        append(_entry_line(record, line, result))
+    if position != len(numbers):
+        raise ModelFailed(
+            f"The model answered {position} results for {len(numbers)} records.",
+            code="output_mismatch",
+        )
+    append("")
+    return _ChunkOutput(
+        body="\n".join(lines).encode(), records_failed=len(errors), record_errors=errors
+    )
 
 
 def _put_part(job: Job, chunk: JobChunk, principal: User | None, body: bytes) -> None:
@@ -575,6 +795,7 @@ def job_chunk_fail(*, job_id: str, index: int, code: str, message: str) -> None:
     _chunk_close(
         job_id=job_id,
         index=index,
+        record_count=chunk.record_count,
         status=JobChunk.Status.FAILED,
         records_failed=chunk.record_count,
         record_errors=errors,
@@ -587,35 +808,60 @@ def _chunk_close(
     *,
     job_id: str,
     index: int,
+    record_count: int,
     status: str,
     records_failed: int = 0,
     record_errors: list[dict[str, Any]] | None = None,
     output_key: str = "",
     error: str = "",
 ) -> None:
-    """Record a chunk's end and count it on the job, once: under row locks, pending chunks only."""
+    """Record a chunk's end and count it on the job, once.
+
+    The job row is locked first (the order cancellation locks in, so the two never deadlock);
+    the chunk is claimed by an UPDATE that only matches it while pending, so a chunk delivered
+    twice is counted once. A chunk that was running when its job was cancelled or stopped has
+    been marked skipped meanwhile: if it wrote its part, the part is kept and its records are
+    counted (it is already among the chunks done).
+    """
+    now = timezone.now()
+    fields = {
+        "status": status,
+        "records_failed": records_failed,
+        "record_errors": record_errors or [],
+        "output_key": output_key,
+        "error": error,
+        "finished_at": now,
+    }
+    counted = status != JobChunk.Status.SKIPPED
     with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).first()
-        chunk = JobChunk.objects.select_for_update().filter(job_id=job_id, index=index).first()
-        if job is None or chunk is None or chunk.status != JobChunk.Status.PENDING:
-            return
-        now = timezone.now()
-        chunk.status = status
-        chunk.records_failed = records_failed
-        chunk.record_errors = record_errors or []
-        chunk.output_key = output_key
-        chunk.error = error
-        chunk.finished_at = now
-        chunk.save()
-        counted = status != JobChunk.Status.SKIPPED
-        Job.objects.filter(pk=job_id).update(
-            records_done=F("records_done") + (chunk.record_count if counted else 0),
-            records_failed=F("records_failed") + records_failed,
-            chunks_done=F("chunks_done") + 1,
-            last_progress_at=now,
+        job = (
+            Job.objects.select_for_update()
+            .filter(pk=job_id)
+            .values("status", "chunks_done", "chunks_total")
+            .first()
         )
-        if job.chunks_done + 1 >= job.chunks_total and job.status == Job.Status.RUNNING:
-            _enqueue("job_finalize", str(job_id))
+        if job is None:
+            return
+        chunks = JobChunk.objects.filter(job_id=job_id, index=index)
+        if chunks.filter(status=JobChunk.Status.PENDING).update(**fields):
+            Job.objects.filter(pk=job_id).update(
+                records_done=F("records_done") + (record_count if counted else 0),
+                records_failed=F("records_failed") + records_failed,
+                chunks_done=F("chunks_done") + 1,
+                last_progress_at=now,
+            )
+            last = job["chunks_done"] + 1 >= job["chunks_total"]
+            if last and job["status"] == Job.Status.RUNNING:
+                _enqueue("job_finalize", str(job_id))
+        elif (
+            output_key
+            and job["status"] in (Job.Status.CANCELLED, Job.Status.FAILED)
+            and chunks.filter(status=JobChunk.Status.SKIPPED).update(**fields)
+        ):
+            Job.objects.filter(pk=job_id).update(
+                records_done=F("records_done") + record_count,
+                records_failed=F("records_failed") + records_failed,
+            )
 
 
 def job_stop(*, job_id: str, code: str, message: str) -> None:
@@ -655,30 +901,68 @@ def _job_end(job: Job, *, status: str, code: str = "", message: str = "") -> Non
         Job.objects.filter(pk=job.pk).update(chunks_done=F("chunks_done") + skipped)
 
 
+def _upload(s3: Any, bucket: str, key: str, fileobj: Any, content_type: str) -> None:
+    """Stream ``fileobj`` to S3 (multipart past 8 MB, never held whole), encrypted at rest."""
+    with aws_gateway.aws_errors():
+        s3.upload_fileobj(
+            Fileobj=fileobj,
+            Bucket=bucket,
+            Key=key,
+            ExtraArgs={"ContentType": content_type, "ServerSideEncryption": "AES256"},
+        )
+
+
+# Parts fetched ahead while the merge uploads: S3 is waited for once per few parts, not per part.
+_PARTS_AHEAD = 4
+
+
 class _PartsReader:
-    """The job's parts, one after the other, as one file-like object (streamed, not held)."""
+    """The job's parts, one after the other, as one file-like object.
+
+    Streamed: it holds the part being read and at most :data:`_PARTS_AHEAD` parts fetched ahead
+    (each one chunk's output), never the whole output.
+    """
 
     def __init__(self, s3: Any, bucket: str, keys: list[str]) -> None:
         self._s3, self._bucket, self._keys = s3, bucket, iter(keys)
-        self._body: Any = None
+        self._pool = ThreadPoolExecutor(max_workers=_PARTS_AHEAD, thread_name_prefix="job-parts")
+        self._ahead: deque[Future[bytes]] = deque()
+        self._part = b""
+        self._offset = 0
+        self._fetch_ahead()
+
+    def _get(self, key: str) -> bytes:
+        with aws_gateway.aws_errors():
+            return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+
+    def _fetch_ahead(self) -> None:
+        while len(self._ahead) < _PARTS_AHEAD:
+            key = next(self._keys, None)
+            if key is None:
+                return
+            self._ahead.append(self._pool.submit(self._get, key))
 
     def read(self, size: int = -1) -> bytes:
         # s3transfer takes a short read for the end of the stream: fill ``size`` across parts.
         wanted = size if size and size > 0 else None
-        data = bytearray()
-        while wanted is None or len(data) < wanted:
-            if self._body is None:
-                key = next(self._keys, None)
-                if key is None:
+        pieces: list[bytes] = []
+        count = 0
+        while wanted is None or count < wanted:
+            if self._offset >= len(self._part):
+                if not self._ahead:
                     break
-                with aws_gateway.aws_errors():
-                    self._body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"]
-            piece = self._body.read(None if wanted is None else wanted - len(data))
-            if piece:
-                data += piece
-            else:
-                self._body = None
-        return bytes(data)
+                self._part, self._offset = self._ahead.popleft().result(), 0
+                self._fetch_ahead()
+                continue
+            end = len(self._part) if wanted is None else self._offset + wanted - count
+            piece = self._part[self._offset : end]
+            self._offset += len(piece)
+            count += len(piece)
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def job_finalize(*, job_id: str) -> None:
@@ -690,7 +974,8 @@ def job_finalize(*, job_id: str) -> None:
     )
     if job is None or job.status != Job.Status.RUNNING:
         return
-    chunks = list(job.chunks.order_by("index"))
+    # Without their record errors: a 1 GB job has thousands of chunks, and the merge needs none.
+    chunks = list(job.chunks.defer("record_errors").order_by("index"))
     if any(chunk.status == JobChunk.Status.PENDING for chunk in chunks):
         return
     account = job.subscription.lob.aws_account
@@ -698,13 +983,11 @@ def job_finalize(*, job_id: str) -> None:
     s3 = _s3(job.subscription, job.submitted_by)
     output_key, manifest_key = f"{prefix}output.jsonl", f"{prefix}manifest.json"
     keys = [chunk.output_key for chunk in chunks if chunk.output_key]
-    with aws_gateway.aws_errors():
-        s3.upload_fileobj(
-            Fileobj=_PartsReader(s3, account.results_bucket, keys),
-            Bucket=account.results_bucket,
-            Key=output_key,
-            ExtraArgs={"ContentType": JSONLINES, "ServerSideEncryption": "AES256"},
-        )
+    parts = _PartsReader(s3, account.results_bucket, keys)
+    try:
+        _upload(s3, account.results_bucket, output_key, parts, JSONLINES)
+    finally:
+        parts.close()
     failed_chunks = [chunk for chunk in chunks if chunk.status == JobChunk.Status.FAILED]
     job.refresh_from_db()
     if failed_chunks:
@@ -810,8 +1093,7 @@ def jobs_reconcile() -> int:
             if job.status == Job.Status.QUEUED:
                 _enqueue("job_start", str(job_id))
             elif pending:
-                for index in pending:
-                    _enqueue("job_chunk_run", str(job_id), index)
+                _enqueue_chunks(str(job_id), pending)
             else:
                 _enqueue("job_finalize", str(job_id))
             logger.info("job %s stalled: enqueued again (%d chunks pending)", job_id, len(pending))

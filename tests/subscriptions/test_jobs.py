@@ -135,6 +135,32 @@ def test_analyst_job_runs_every_chunk_and_writes_parts_output_and_manifest(
     assert AuditEvent.objects.filter(action="job.submitted", target_id=str(job.pk)).exists()
 
 
+def test_a_chunk_writes_only_its_part_and_audits_its_call_but_not_each_token_reuse(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    invocations_prefix = "gatehouse/lob-a/invocations/"
+    before = s3_keys(world, invocations_prefix)  # the session's other tests invoke too
+
+    response = submit(world, csv_file(good_rows(7)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED
+    # The part is the chunk's result: no second copy of each answer under invocations/.
+    assert s3_keys(world, invocations_prefix) == before
+    calls = job.subscription.invocations.filter(outcome="ok")
+    assert [call.result_uri for call in calls] == ["", "", ""]
+    # One subscription.invoked per chunk call; subscription.authorized only for the token the
+    # seller issued, not for its reuse by the next chunks.
+    invoked = AuditEvent.objects.filter(action="subscription.invoked")
+    assert invoked.count() == 3
+    assert {event.outcome for event in invoked} == {AuditEvent.Outcome.SUCCESS}
+    authorized = AuditEvent.objects.filter(action="subscription.authorized")
+    assert [(event.outcome, event.detail["cached"]) for event in authorized] == [
+        (AuditEvent.Outcome.SUCCESS, False)
+    ]
+    assert world.seller_counter.calls["/auth/init"] == 1
+
+
 def test_job_detail_results_and_download(
     world: ProxyWorld, django_capture_on_commit_callbacks
 ) -> None:
@@ -366,6 +392,62 @@ def test_cancelling_skips_the_remaining_chunks_and_keeps_finished_parts(
     assert again.status_code == 409 and again.json()["code"] == "job_finished"
 
 
+def test_a_chunk_running_when_its_job_is_cancelled_keeps_its_part_and_is_counted(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    job_id = response.json()["id"]
+    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+    call_the_model = jobs.invocation_run
+
+    def cancelled_while_the_model_answers(**kwargs: Any):
+        result = call_the_model(**kwargs)
+        jobs.job_cancel(job=Job.objects.get(pk=job_id), acting_user=world.world.user("lob_admin"))
+        return result
+
+    monkeypatch.setattr(jobs, "invocation_run", cancelled_while_the_model_answers)
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.job_chunk_run.apply(args=(job_id, 0))
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.CANCELLED
+    statuses = list(job.chunks.order_by("index").values_list("status", flat=True))
+    assert statuses == ["succeeded", "skipped", "skipped"]
+    assert (job.records_done, job.chunks_done) == (3, 3)
+    assert s3_keys(world, f"{JOBS_PREFIX_A}{job_id}/part") == [
+        f"{JOBS_PREFIX_A}{job_id}/part-00000.jsonl"
+    ]
+
+
+def test_a_chunk_cancelled_after_it_was_prepared_makes_no_model_call(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    job_id = response.json()["id"]
+    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+    prepare = jobs._chunk_prepare
+
+    def prepared_then_cancelled(job_id: str, index: int):
+        run = prepare(job_id, index)
+        if index == 0:  # checked, token and records in hand — then the job is cancelled
+            jobs.job_cancel(job=Job.objects.get(pk=job_id), acting_user=world.world.user("analyst"))
+        return run
+
+    monkeypatch.setattr(jobs, "_chunk_prepare", prepared_then_cancelled)
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.job_chunks_run.apply(args=(job_id, [0, 1, 2]))
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.CANCELLED and job.records_done == 0
+    assert set(job.chunks.values_list("status", flat=True)) == {"skipped"}
+    assert world.container_counter.calls["/invocations"] == 0
+    assert s3_keys(world, f"{JOBS_PREFIX_A}{job_id}/part") == []
+
+
 # --- Bad input ------------------------------------------------------------------------------------
 
 
@@ -517,3 +599,159 @@ def test_download_before_the_output_exists_is_409(
 
 def test_job_prefix_is_under_the_lobs_results_location(world: ProxyWorld) -> None:
     assert jobs.job_prefix(world.subscription_a, "x") == "gatehouse/lob-a/jobs/x/"
+
+
+# --- Reading the model's answer and the chunk's input, fast and exactly ---------------------------
+
+
+def _parsed_line_by_line(answer: bytes) -> list[dict]:
+    """What a JSON Lines answer means: json.loads on each line, objects kept, the rest skipped."""
+    results = []
+    for line in answer.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            results.append(value)
+    return results
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"record":0,"ids":{"email":"ab"}}\n{"record":1,"error":"invalid_email"}\n',
+        b'\n  {"a": 1}  \n\t\n{"b":[1,2,{"c":null}]}',  # blank lines, spaces, no final break
+        b'{"a":1}\r\n{"b":2}\r\n',  # CRLF
+        b'{"a":1}\r{"b":2}\n',  # a bare CR ends a line too
+        b'\xef\xbb\xbf{"a":1}\n{"b":2}\n',  # a byte-order mark
+        b'[1,2]\n"text"\n3\nnull\n{"kept":true}\n',  # values that are not objects
+        b'{"a":1} trailing\n{"a":1}{"b":2}\n{"open":\n',  # not one JSON value
+        b'{"a":"\xff"}\n{"b":2}\n',  # not UTF-8
+        b'{"a":1}\n\x0c\n\x0b{"b":2}\n',  # form feed and vertical tab are not JSON spaces
+        '{"a":"x\u2028y","b":"\\"record\\""}\n'.encode(),  # a raw line separator in a string
+        b'\x00{"a":1}\n{"b":2}\n',  # NUL
+        # Lines that are not JSON alone but would be as one array: each is still skipped.
+        b'{"a":[{"b":1}\n{"c":2}]}\n{"x":1},{"y":2}\n',
+    ],
+)
+def test_the_answer_is_read_as_json_loads_reads_each_line(answer: bytes) -> None:
+    from subscriptions.services import job_input
+
+    pairs = list(job_input.answer_lines(answer))
+
+    assert [value for _text, value in pairs] == _parsed_line_by_line(answer)
+    assert all(text == "" or json.loads(text) == value for text, value in pairs)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"record":0,"ids":{"email":"ab","phone":"cd"}}',
+        '{"record": 0, "ids": {"email": "ab"}}',
+        '{"ids":{"email":"ab"},"record":0}',
+        '{"record":0,"line":99,"ids":{}}',
+        '{"record":0,"ids":{},"record":5}',
+        '{"record":0,"note":"a \\"record\\" here, and a comma"}',
+        '{"record":0,"error":"invalid_phone"}',
+        '{"record":0}',
+        '{"record":1.5,"a":1}',
+        '{"record":"7","a":1}',
+        '{"record":0,"name":"Zo\u00eb","name2":"Zoë"}',
+        '{"other":1}',
+    ],
+)
+def test_each_part_line_is_the_models_result_with_the_records_number_and_line(line: str) -> None:
+    from subscriptions.services import job_input
+
+    chunk = JobChunk(first_record=40, record_count=1)
+    records = job_input.ChunkRecords(payload=b"", lines=[57])
+    result = json.loads(line)
+
+    output = jobs._chunk_output(chunk, records, line.encode() + b"\n")
+
+    expected = {"record": 40, "line": 57}
+    expected.update((k, v) for k, v in result.items() if k not in ("record", "line"))
+    (written,) = output.body.decode().splitlines()
+    assert list(json.loads(written).items()) == list(expected.items())
+    assert output.records_failed == ("error" in result)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"record":0,"ids":{}}\n',  # one result short
+        b'{"record":0,"ids":{}}\n{"record":1,"ids":{}}\n{"record":2,"ids":{}}\n',  # one over
+        b'{"record":0,"ids":{}}\nnot json\n',  # a line that is not a result
+    ],
+)
+def test_an_answer_without_one_result_per_record_fails_the_chunk_as_a_mismatch(
+    answer: bytes,
+) -> None:
+    from subscriptions.errors import ModelFailed
+    from subscriptions.services import job_input
+
+    chunk = JobChunk(first_record=0, record_count=2)
+    records = job_input.ChunkRecords(payload=b"", lines=[2, 3])
+
+    with pytest.raises(ModelFailed) as refused:
+        jobs._chunk_output(chunk, records, answer)
+
+    assert refused.value.code == "output_mismatch"
+
+
+def _records_line_by_line(data: bytes, media_type: str, csv_header: str, first_line: int):
+    """A chunk's records found line by line: blank lines skipped, CSV quotes spanning lines."""
+    from subscriptions.services import job_input
+
+    records, lines, record, record_line, in_quotes = [], [], [], first_line, False
+    parts = data.split(b"\n")
+    raw_lines = [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    for number, raw in enumerate(raw_lines, start=first_line):
+        if media_type == job_input.CSV:
+            if not in_quotes:
+                if not raw.strip():
+                    continue
+                record_line = number
+            record.append(raw)
+            if raw.count(b'"') % 2:
+                in_quotes = not in_quotes
+            if not in_quotes:
+                joined = b"".join(record)
+                records.append(joined if joined.endswith(b"\n") else joined + b"\n")
+                lines.append(record_line)
+                record = []
+        elif raw.strip():
+            records.append(raw if raw.endswith(b"\n") else raw + b"\n")
+            lines.append(number)
+    prefix = csv_header.encode() if media_type == job_input.CSV else b""
+    return job_input.ChunkRecords(payload=prefix + b"".join(records), lines=lines)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "data"),
+    [
+        ("text/csv", b"a@example.com,1\nb@example.com,2\n"),
+        ("text/csv", b"a@example.com,1\nb@example.com,2"),  # no final line break
+        ("text/csv", b"a@example.com,1\r\nb@example.com,2\r\n"),
+        ("text/csv", b"a@example.com,1\n\nb@example.com,2\n"),  # a blank line
+        ("text/csv", b"a@example.com,1\n \t\r\nb@example.com,2\n"),  # spaces only
+        ("text/csv", b"\x0c\na@example.com,1\n"),  # a form feed only, first
+        ("text/csv", b'"a@example.com","x\ny"\nb@example.com,2\n'),  # a quoted line break
+        ("text/csv", b'a@example.com,"1"\nb@example.com,2\n'),
+        ("application/jsonlines", b'{"email":"a"}\n{"email":"b"}\n'),
+        ("application/jsonlines", b'{"email":"a"}\n\n{"email":"b"}'),
+    ],
+)
+def test_a_chunks_records_and_line_numbers_are_found_as_line_by_line(
+    media_type: str, data: bytes
+) -> None:
+    from subscriptions.services import job_input
+
+    found = job_input.chunk_records(
+        data=data, media_type=media_type, csv_header="email,phone\n", first_line=7
+    )
+
+    assert found == _records_line_by_line(data, media_type, "email,phone\n", 7)
