@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
+from accounts.models import Membership, User
 from devstack.cognito_bootstrap import bootstrap
+from subscriptions.models import Endpoint
 from tests.conftest import REGION, cognito_settings_for
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -77,3 +80,24 @@ def sign_in(page: Page, portal: str, cognito_stack, username: str, name: str) ->
     page.get_by_label("Password").fill(cognito_stack.password(username))
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Welcome, {name}")
+
+
+@pytest.fixture
+def analyst(proxy, cognito_stack) -> User:
+    """user-lob-a (signing in through the hosted UI) as an analyst of lob-a.
+
+    For tests that bring the proxy world (``proxy`` from tests/subscriptions/conftest.py).
+    """
+    user = User.objects.create(
+        username="user-lob-a",
+        first_name="Alice",
+        last_name="Analyst",
+        idp_issuer=cognito_stack.pool.issuer,
+        idp_subject=cognito_stack.sub("user-lob-a"),
+    )
+    Membership.objects.create(user=user, lob=proxy.world.lob_a, role=Membership.Role.ANALYST)
+    # As the beat task would have left it (the endpoint exists only in the runtime stand-in).
+    Endpoint.objects.filter(subscription=proxy.subscription_a).update(
+        status="InService", instance_type="ml.m5.large", synced_at=timezone.now()
+    )
+    return user

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
 from django.db import connections
-from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from accounts.models import Membership, User
+from accounts.models import User
 from portal import celery_app
-from subscriptions.models import Endpoint, Job
+from subscriptions.models import Job
 from tests.e2e.conftest import ARTIFACTS, sign_in, watch_external_requests
 from tests.subscriptions.conftest import (  # noqa: F401 (fixtures)
     ProxyWorld,
@@ -60,9 +59,16 @@ def job_worker(portal: str, proxy: ProxyWorld, settings) -> Iterator[None]:  # n
         for alias, conn in shared.items():
             connections[alias] = conn
 
+    def close_own_connections(**_: object) -> None:
+        # With PostgreSQL the worker thread opens its own connection: closed after each task, so
+        # none is left open when the test database is dropped.
+        if not shared:
+            connections.close_all()
+
     for conn in shared.values():
         conn.inc_thread_sharing()
     task_prerun.connect(share_connections, weak=False)
+    task_postrun.connect(close_own_connections, weak=False)
     hijack = celery_app.conf.worker_hijack_root_logger
     celery_app.conf.worker_hijack_root_logger = False  # keep pytest's log capture
     celery_app.control.purge()  # messages other tests left in the session's Redis
@@ -79,25 +85,9 @@ def job_worker(portal: str, proxy: ProxyWorld, settings) -> Iterator[None]:  # n
     finally:
         celery_app.conf.worker_hijack_root_logger = hijack
         task_prerun.disconnect(share_connections)
+        task_postrun.disconnect(close_own_connections)
         for conn in shared.values():
             conn.dec_thread_sharing()
-
-
-@pytest.fixture
-def analyst(proxy: ProxyWorld, cognito_stack) -> User:  # noqa: F811
-    """user-lob-a (signing in through the hosted UI) as an analyst of lob-a."""
-    user = User.objects.create(
-        username="user-lob-a",
-        first_name="Alice",
-        last_name="Analyst",
-        idp_issuer=cognito_stack.pool.issuer,
-        idp_subject=cognito_stack.sub("user-lob-a"),
-    )
-    Membership.objects.create(user=user, lob=proxy.world.lob_a, role=Membership.Role.ANALYST)
-    Endpoint.objects.filter(subscription=proxy.subscription_a).update(
-        status="InService", instance_type="ml.m5.large", synced_at=timezone.now()
-    )
-    return user
 
 
 def input_csv(path: Path, rows: int) -> Path:

@@ -11,11 +11,10 @@ import datetime as dt
 import re
 
 import pytest
-from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.models import Membership, User
-from subscriptions.models import Endpoint, Invocation, Subscription
+from subscriptions.models import Invocation, Subscription
 from tests.e2e.conftest import ARTIFACTS, sign_in, watch_external_requests
 from tests.subscriptions.conftest import (  # noqa: F401 (fixtures)
     ACCOUNT_A,
@@ -33,24 +32,6 @@ RESULT_URI = re.compile(
     r"\d{4}/\d{2}/\d{2}/[0-9a-f-]{36}$"
 )
 PSEUDONYMOUS_ID = re.compile(r'"(?:email|phone)": "[0-9a-f]{32}"')
-
-
-@pytest.fixture
-def analyst(proxy: ProxyWorld, cognito_stack) -> User:  # noqa: F811
-    """user-lob-a (signing in through the hosted UI) as an analyst of lob-a."""
-    user = User.objects.create(
-        username="user-lob-a",
-        first_name="Alice",
-        last_name="Analyst",
-        idp_issuer=cognito_stack.pool.issuer,
-        idp_subject=cognito_stack.sub("user-lob-a"),
-    )
-    Membership.objects.create(user=user, lob=proxy.world.lob_a, role=Membership.Role.ANALYST)
-    # As the beat task would have left it (the endpoint exists only in the runtime stand-in).
-    Endpoint.objects.filter(subscription=proxy.subscription_a).update(
-        status="InService", instance_type="ml.m5.large", synced_at=timezone.now()
-    )
-    return user
 
 
 def test_analyst_tries_the_model_and_sees_ids_and_where_they_are_stored(
