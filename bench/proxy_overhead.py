@@ -3,8 +3,8 @@
 Starts its own world, every piece in its own process on loopback: moto (STS, S3), the model
 container, the SageMaker runtime stand-in in front of it, the seller's token service, a Redis, and
 the portal under gunicorn on a throwaway database (SQLite; with a PostgreSQL ``DATABASE_URL``, a
-fresh ``<name>_proxy_bench`` database next to it, dropped at the end). Then sends ``BENCH_CALLS``
-(2,000) calls of about 1 KB (JSON lines) three ways, on the same container:
+fresh database of its own next to it, dropped at the end: ``bench/_world.py``). Then sends
+``BENCH_CALLS`` (2,000) calls of about 1 KB (JSON lines) three ways, on the same container:
 
 1. direct: botocore's sagemaker-runtime client straight to the runtime stand-in (the baseline);
 2. the portal's path in-process: the scoped selector + ``invocation_run`` (permission re-check,
@@ -31,26 +31,24 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.embedded_redis import port_open, start_redis  # noqa: E402
-from devstack.wsgi_thread import free_port  # noqa: E402
+from bench._world import (
+    ENDPOINT,
+    ThrowawayDatabase,
+    World,
+    build_data,
+    session_cookie_for,
+)
 
 CALLS = int(os.environ.get("BENCH_CALLS", "2000"))
 WARM_UP = 50
-PYTHON = sys.executable
-BIN = Path(PYTHON).parent
-ACCOUNT_ID = "111111111111"
-PRODUCT = "identity-transcoder"
-ENDPOINT = "identity-transcoder-bench"
 AIM_OVERHEAD_MS = 1.0
 AIM_RATIO = 1.5
 
@@ -62,17 +60,6 @@ def payload() -> bytes:
         for n in range(16)
     ]
     return ("\n".join(lines) + "\n").encode()
-
-
-def wait_for(port: int, process: subprocess.Popen, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open("127.0.0.1", port):
-            return
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {process.returncode}")
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -92,174 +79,6 @@ def timed(call: Callable[[], object], count: int) -> list[float]:
     return samples
 
 
-class World:
-    """The processes of the benchmark; stopped (all of them) on exit."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen] = []
-        self.ports = {
-            name: free_port()
-            for name in ("redis", "moto", "container", "runtime", "seller", "portal")
-        }
-        self.postgres = postgres_bench_url(os.environ.get("DATABASE_URL", ""))
-        self.env = {
-            **os.environ,
-            "GATEHOUSE_ENV": "local",
-            "DJANGO_DEBUG": "false",
-            "DATABASE_URL": self.postgres or f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
-            "AWS_ENDPOINT_URL": self.url("moto"),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            # One log line per call would measure the terminal, not the path.
-            "LOG_LEVEL": "WARNING",
-        }
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def spawn(self, name: str, command: list[str]) -> None:
-        process = subprocess.Popen(  # noqa: S603 (our own fixed command lines)
-            command,
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.processes.append(process)
-        wait_for(self.ports[name], process, name)
-
-    def start_backends(self) -> None:
-        self.processes.append(start_redis(self.ports["redis"], self.workdir / "redis"))
-        self.spawn(
-            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["moto"])]
-        )
-        self.spawn(
-            "container",
-            [PYTHON, "-m", "devstack.model_container", "--port", str(self.ports["container"])],
-        )
-        self.spawn(
-            "runtime",
-            [
-                PYTHON, "-m", "devstack.sagemaker_runtime", "--port", str(self.ports["runtime"]),
-                "--endpoint", f"{ENDPOINT}={self.url('container')}",
-            ],
-        )  # fmt: skip
-        self.spawn(
-            "seller",
-            [
-                PYTHON, "-m", "devstack.seller_token_service", "--port", str(self.ports["seller"]),
-                "--entitle", f"{PRODUCT}:{ACCOUNT_ID}",
-            ],
-        )  # fmt: skip
-
-    def start_portal(self, **settings: str) -> None:
-        """gunicorn with the portal, its environment plus ``settings``."""
-        saved = self.env
-        self.env = {**saved, **settings}
-        try:
-            self.spawn(
-                "portal",
-                [
-                    str(BIN / "gunicorn"), "portal.wsgi:application",
-                    "--bind", f"127.0.0.1:{self.ports['portal']}",
-                    "--workers", "1", "--worker-class", "gthread", "--threads", "4",
-                    "--log-level", "warning",
-                ],
-            )  # fmt: skip
-        finally:
-            self.env = saved
-        self.portal = self.processes[-1]
-
-    def stop_portal(self) -> None:
-        self.portal.terminate()
-        self.portal.wait(timeout=30)
-        self.processes.remove(self.portal)
-        while port_open("127.0.0.1", self.ports["portal"]):
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def postgres_bench_url(url: str) -> str:
-    """For a PostgreSQL DATABASE_URL, the URL of a throwaway database next to it; else ''."""
-    if not url.startswith(("postgres://", "postgresql://")):
-        return ""
-    base, _, name = url.rpartition("/")
-    return f"{base}/{name.split('?')[0] or 'gatehouse'}_proxy_bench"
-
-
-def postgres_recreate(url: str, *, drop_only: bool = False) -> None:
-    """Drop the benchmark's database and (unless ``drop_only``) create it empty."""
-    import psycopg
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            admin.execute(f'CREATE DATABASE "{name}"')
-
-
-def build_data(world: World):
-    """The LOB, its account, an analyst, the listing, the subscription and its endpoint."""
-    from accounts.models import AwsAccount, Lob, Membership, User
-    from accounts.services.aws_verification import account_access
-    from portal import aws_gateway
-    from subscriptions.models import Endpoint, Listing, Subscription
-
-    account = AwsAccount.objects.create(
-        account_id=ACCOUNT_ID,
-        name="Bench account",
-        invoke_role_arn=f"arn:aws:iam::{ACCOUNT_ID}:role/GatehouseInvokeRole",
-        results_bucket="gatehouse-results-bench",
-        sagemaker_runtime_endpoint_url=world.url("runtime"),
-    )
-    lob = Lob.objects.create(slug="lob-a", name="LOB A", aws_account=account)
-    analyst = User.objects.create(username="bench-analyst", idp_issuer="bench", idp_subject="1")
-    Membership.objects.create(user=analyst, lob=lob, role=Membership.Role.ANALYST)
-    seller = world.url("seller")
-    listing = Listing.objects.create(
-        product_code=PRODUCT,
-        name="Identity Transcoder",
-        seller_name="Acme Identity",
-        content_types=["text/csv", "application/json", "application/jsonlines"],
-        token_service_url=seller,
-        seller_issuer=seller,
-        seller_jwks_url=f"{seller}/.well-known/jwks.json",
-    )
-    subscription = Subscription.objects.create(
-        lob=lob, listing=listing, status=Subscription.Status.ACTIVE
-    )
-    Endpoint.objects.create(subscription=subscription, name=ENDPOINT, region="us-east-1")
-    s3 = aws_gateway.client("s3", access=account_access(account))
-    with aws_gateway.aws_errors():
-        s3.create_bucket(Bucket=account.results_bucket)
-    return analyst, subscription
-
-
-def session_cookie_for(user) -> dict[str, str]:
-    """A signed-in browser session for ``user`` (sign-in itself is not what is measured)."""
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
-
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return {settings.SESSION_COOKIE_NAME: session.session_key}
-
-
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(143)  # unwinds through main's finally, which stops every process
 
@@ -267,28 +86,26 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
-    world = World(workdir)
-    if world.postgres:
-        postgres_recreate(world.postgres)
+    database = ThrowawayDatabase(workdir, f"gatehouse_proxy_bench_{os.getpid()}")
+    world = World(workdir, database_url=database.url)
     try:
-        return run(world)
+        return run(world, database)
     finally:
         world.stop()
+        from django.db import connections
+
+        connections.close_all()
+        database.drop()
         shutil.rmtree(workdir, ignore_errors=True)
-        if world.postgres:
-            from django.db import connections
-
-            connections.close_all()
-            postgres_recreate(world.postgres, drop_only=True)
 
 
-def run(world: World) -> int:
+def run(world: World, database: ThrowawayDatabase) -> int:
     os.environ.update(world.env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     import django
 
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
 
     from portal import aws_gateway
     from subscriptions.services import result_store
@@ -296,12 +113,7 @@ def run(world: World) -> int:
 
     world.start_backends()
     call_command("migrate", verbosity=0)
-    from django.db import connection
-
-    if connection.vendor == "sqlite":
-        # What a SQLite deployment should run with: one fsync per commit, readers never blocked.
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA journal_mode=WAL")
+    database.prepare()
     analyst, subscription = build_data(world)
     token = subscription_authorize(subscription=subscription, principal=analyst).token
     body = payload()
