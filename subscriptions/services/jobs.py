@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -456,6 +457,12 @@ class _ChunkRun:
     principal: User
     token: str = field(repr=False)
     records: job_input.ChunkRecords
+    checked_at: float  # time.monotonic() when the chunk was seen pending
+
+
+# A prepared chunk older than this is checked again before its call: cancelling a job stops its
+# remaining chunks within this long (plus the calls already made).
+_RECHECK_AFTER_SECONDS = 1.0
 
 
 def job_chunk_run(*, job_id: str, index: int) -> None:
@@ -479,6 +486,7 @@ def _chunk_prepare(job_id: str, index: int) -> _ChunkRun | None:
 
     None when the chunk is not to run (done already, its job finished, or it failed here).
     """
+    checked_at = time.monotonic()
     chunk = (
         JobChunk.objects.select_related("job__submitted_by")
         .filter(job_id=job_id, index=index)
@@ -521,6 +529,7 @@ def _chunk_prepare(job_id: str, index: int) -> _ChunkRun | None:
         principal=principal,
         token=seller_token.token,
         records=records,
+        checked_at=checked_at,
     )
 
 
@@ -621,10 +630,12 @@ def job_chunks_run(
                 following = indices[position + 1]
                 upcoming = helper.submit(guarded, following, _chunk_prepare, job_id, following)
                 pending.append(upcoming)
-            # Cancelled (or the job stopped) since it was prepared: the call is not made.
-            if (
-                run is None
-                or not JobChunk.objects.filter(
+            # Cancelled (or the job stopped) since it was prepared: the call is not made. A chunk
+            # prepared moments ago (while a fast model answered the one before) was pending then;
+            # asking again would cost every chunk a database round trip for nothing.
+            if run is None or (
+                time.monotonic() - run.checked_at > _RECHECK_AFTER_SECONDS
+                and not JobChunk.objects.filter(
                     pk=run.chunk.pk, status=JobChunk.Status.PENDING
                 ).exists()
             ):

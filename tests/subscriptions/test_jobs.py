@@ -421,9 +421,9 @@ def test_a_chunk_running_when_its_job_is_cancelled_keeps_its_part_and_is_counted
     ]
 
 
-def test_a_chunk_cancelled_after_it_was_prepared_makes_no_model_call(
+def _run_three_chunks_cancelled_after_the_first_is_prepared(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
-) -> None:
+) -> Job:
     response = submit(
         world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
     )
@@ -440,12 +440,38 @@ def test_a_chunk_cancelled_after_it_was_prepared_makes_no_model_call(
     monkeypatch.setattr(jobs, "_chunk_prepare", prepared_then_cancelled)
     with django_capture_on_commit_callbacks(execute=False):
         tasks.job_chunks_run.apply(args=(job_id, [0, 1, 2]))
+    return Job.objects.get(pk=job_id)
 
-    job = Job.objects.get(pk=job_id)
+
+def test_a_chunk_prepared_a_while_before_its_job_was_cancelled_makes_no_model_call(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    # As if the chunk had waited longer than the recheck interval (a slow model's call before it).
+    monkeypatch.setattr(jobs, "_RECHECK_AFTER_SECONDS", -1.0)
+    job = _run_three_chunks_cancelled_after_the_first_is_prepared(
+        world, django_capture_on_commit_callbacks, monkeypatch
+    )
     assert job.status == Job.Status.CANCELLED and job.records_done == 0
     assert set(job.chunks.values_list("status", flat=True)) == {"skipped"}
     assert world.container_counter.calls["/invocations"] == 0
-    assert s3_keys(world, f"{JOBS_PREFIX_A}{job_id}/part") == []
+    assert s3_keys(world, f"{JOBS_PREFIX_A}{job.pk}/part") == []
+
+
+def test_a_chunk_prepared_moments_before_the_cancel_runs_and_its_part_is_kept(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    # Seen pending under a second ago: called without asking again; nothing after it runs.
+    job = _run_three_chunks_cancelled_after_the_first_is_prepared(
+        world, django_capture_on_commit_callbacks, monkeypatch
+    )
+    assert job.status == Job.Status.CANCELLED
+    statuses = list(job.chunks.order_by("index").values_list("status", flat=True))
+    assert statuses == ["succeeded", "skipped", "skipped"]
+    assert job.records_done == 3  # the chunk's records, counted with its part
+    assert world.container_counter.calls["/invocations"] == 1
+    assert s3_keys(world, f"{JOBS_PREFIX_A}{job.pk}/part") == [
+        f"{JOBS_PREFIX_A}{job.pk}/part-00000.jsonl"
+    ]
 
 
 # --- Bad input ------------------------------------------------------------------------------------
