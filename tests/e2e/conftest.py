@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -55,6 +56,9 @@ def page():
         yield context.new_page()
         context.close()
         browser.close()
+        # Playwright's sync API runs the test in a greenlet of its own, with its own context
+        # variables: the ORM calls made there opened connections no other code can see or close.
+        connections.close_all()
 
 
 LOCAL_ORIGINS = ("http://localhost", "http://127.0.0.1", "data:")
