@@ -113,6 +113,16 @@ DATABASE_URL = required("DATABASE_URL", local_default=f"sqlite:///{VAR_DIR / 'ga
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default is written by the web process and every Celery worker at once. SQLite's
+    # default (deferred) transactions that read and then write fail at once with "database is
+    # locked" when another writer got in between; IMMEDIATE takes the write lock at BEGIN, so
+    # writers queue (up to the busy timeout, seconds) instead. WAL lets readers go on meanwhile.
+    # Options in the URL (?timeout=...) win.
+    _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    _sqlite_options.setdefault("timeout", 30)
+    _sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
 
 # --- Redis: Celery broker and shared cache --------------------------------------------------------
 # 6479, not 6379: the embedded redis-server must not collide with a system Redis on the same host.
