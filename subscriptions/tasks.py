@@ -9,6 +9,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_shutdown
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from subscriptions.models import Endpoint, Subscription
 from subscriptions.services import jobs
@@ -65,6 +66,11 @@ def sync_endpoint(endpoint_id: int) -> None:
 # (a retry, or what the reconciler finds).
 
 
+# The database briefly out of reach or busy (a failover, a restart, a lock wait that ran out): the
+# chunk is tried again with backoff rather than left for the reconciler (JOBS_STALL_SECONDS).
+DATABASE_TRANSIENT = (OperationalError, InterfaceError)
+
+
 def retry_countdown(retries: int) -> float:
     """Exponential backoff (1, 2, 4... s, capped) with full jitter."""
     cap = settings.JOBS_RETRY_BACKOFF_MAX_SECONDS
@@ -106,6 +112,15 @@ def job_chunk_run(self, job_id: str, index: int) -> None:
             countdown=retry_countdown(self.request.retries),
             max_retries=settings.JOBS_CHUNK_MAX_RETRIES,
         ) from exc
+    except DATABASE_TRANSIENT as exc:
+        # Nothing can be recorded while the database is away: after the retries the chunk stays
+        # pending, and the reconciler finds it.
+        logger.warning("job %s chunk %s: database error, tried again later", job_id, index)
+        raise self.retry(
+            exc=exc,
+            countdown=retry_countdown(self.request.retries),
+            max_retries=settings.JOBS_CHUNK_MAX_RETRIES,
+        ) from exc
 
 
 # A run of chunks may take each chunk's time limit; it stays far below the visibility timeout.
@@ -133,6 +148,11 @@ def job_chunks_run(job_id: str, indices: list[int]) -> None:
         logger.warning("job %s chunks %s: out of time, run one by one", job_id, indices)
         for index in indices:
             job_chunk_run.delay(job_id, index)
+    except DATABASE_TRANSIENT:
+        # The same, a little later, with backoff from there on.
+        logger.warning("job %s chunks %s: database error, run one by one", job_id, indices)
+        for index in indices:
+            job_chunk_run.apply_async((job_id, index), countdown=retry_countdown(0))
 
 
 @worker_process_shutdown.connect

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Membership
@@ -261,6 +262,32 @@ def test_throttling_and_model_5xx_are_retried_until_every_record_has_its_output(
     assert len(s3_lines(world, job.output_uri)) == 20
     assert [e["record"] for e in s3_lines(world, job.output_uri)] == list(range(20))
     assert job.subscription.invocations.exclude(outcome="ok").exists()  # there were failures
+
+
+@pytest.mark.parametrize("fails", ["_chunk_close", "_chunk_prepare"])
+def test_a_database_error_in_a_chunk_is_retried_and_every_record_gets_its_output(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch, fails: str
+) -> None:
+    # The database goes away once for chunk 1 ("database is locked", a failover): that chunk runs
+    # again on its own, the others are not run twice.
+    step = getattr(jobs, fails)
+    failed: list[int] = []
+
+    def once_locked(*args: Any, **kwargs: Any):
+        if kwargs.get("index", args[1] if len(args) > 1 else None) == 1 and not failed:
+            failed.append(1)
+            raise OperationalError("database is locked")
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, fails, once_locked)
+    response = submit(world, csv_file(good_rows(9)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert failed == [1]
+    assert job.status == Job.Status.SUCCEEDED, job.error_message
+    assert (job.records_done, job.chunks_done) == (9, 3)
+    assert [e["record"] for e in s3_lines(world, job.output_uri)] == list(range(9))
+    assert job.subscription.invocations.count() == (3 if fails == "_chunk_prepare" else 4)
 
 
 def test_a_model_failing_every_call_fails_the_job_with_error_entries_for_each_record(
