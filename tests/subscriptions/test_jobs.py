@@ -419,14 +419,18 @@ def test_cancelling_skips_the_remaining_chunks_and_keeps_finished_parts(
     assert again.status_code == 409 and again.json()["code"] == "job_finished"
 
 
+def running_job(world: ProxyWorld, capture: Any) -> str:
+    """A job of 7 records (3 chunks) marked running, none of its tasks enqueued."""
+    response = submit(world, csv_file(good_rows(7)), run=False, capture=capture)
+    job_id = response.json()["id"]
+    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+    return job_id
+
+
 def test_a_chunk_running_when_its_job_is_cancelled_keeps_its_part_and_is_counted(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
-    response = submit(
-        world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
-    )
-    job_id = response.json()["id"]
-    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+    job_id = running_job(world, django_capture_on_commit_callbacks)
     call_the_model = jobs.invocation_run
 
     def cancelled_while_the_model_answers(**kwargs: Any):
@@ -451,11 +455,7 @@ def test_a_chunk_running_when_its_job_is_cancelled_keeps_its_part_and_is_counted
 def _run_three_chunks_cancelled_after_the_first_is_prepared(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> Job:
-    response = submit(
-        world, csv_file(good_rows(7)), run=False, capture=django_capture_on_commit_callbacks
-    )
-    job_id = response.json()["id"]
-    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING)
+    job_id = running_job(world, django_capture_on_commit_callbacks)
     prepare = jobs._chunk_prepare
 
     def prepared_then_cancelled(job_id: str, index: int):
