@@ -163,7 +163,7 @@ class TimelineEntry:
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def job_timeline(job: Job, chunks: ChunkCounts) -> list[TimelineEntry]:
@@ -249,7 +249,7 @@ def _finished_entry(job: Job, at: datetime, cancelled_by: str) -> TimelineEntry:
         return TimelineEntry(
             at=at,
             title=f"Cancelled{who}",
-            detail=f"{job.records_done} of {_plural(job.records_total, 'record')} were done",
+            detail=f"{job.records_done:,} of {_plural(job.records_total, 'record')} were done",
             kind="finished",
         )
     return TimelineEntry(
@@ -449,7 +449,7 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
         return _render_job(request, job, status=page_status_for(exc), action_error=exc)
     messages.success(
         request,
-        f"Job cancelled: {job.records_done} of {job.records_total} records were done; "
+        f"Job cancelled: {job.records_done:,} of {job.records_total:,} records were done; "
         "their results are kept.",
     )
     return redirect("job-detail", job.pk)

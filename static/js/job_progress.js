@@ -72,6 +72,11 @@
     });
   }
 
+  // Counts as the server renders them: 100,000.
+  function grouped(value) {
+    return value == null ? "" : Number(value).toLocaleString("en-US");
+  }
+
   function width(part, total) {
     return total ? (part * 100 / total).toFixed(2) + "%" : "0%";
   }
@@ -97,7 +102,7 @@
       var fields = box.querySelectorAll("[data-field]");
       for (var f = 0; f < fields.length; f++) {
         var name = fields[f].dataset.field;
-        if (name in values) { fields[f].textContent = String(values[name]); }
+        if (name in values) { fields[f].textContent = grouped(values[name]); }
       }
       var conditional = box.querySelectorAll("[data-show-if]");
       for (var c = 0; c < conditional.length; c++) {

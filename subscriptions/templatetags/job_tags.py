@@ -47,6 +47,12 @@ def job_upload_card(context: template.Context, subscription: Subscription) -> di
 
 
 @register.filter
+def count(value: int | None) -> str:
+    """A count as people read it, thousands grouped: ``100,000`` (as job_progress.js shows it)."""
+    return f"{value:,}" if isinstance(value, int) else ""
+
+
+@register.filter
 def job_pill(status: str) -> str:
     """The pill colour of a job status."""
     return job_pages.STATUS_PILLS.get(status, "off")

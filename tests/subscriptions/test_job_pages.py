@@ -715,6 +715,28 @@ def test_unfinished_job_shows_progress_counts_and_cancel_for_those_who_may(
     assert 'data-testid="download"' not in text
 
 
+def test_large_counts_are_shown_with_their_thousands_grouped(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job = queued_job(world, django_capture_on_commit_callbacks, rows=7)
+    Job.objects.filter(pk=job.pk).update(
+        status="succeeded",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        records_total=1_234_567,
+        records_done=1_234_567,
+        chunks_total=1_235,
+        chunks_done=1_235,
+    )
+
+    text = text_of(client_for(world.world, "analyst").get(f"/jobs/{job.pk}/"))
+
+    assert 'data-testid="records-total">1,234,567<' in text
+    assert 'data-testid="chunks-done">1,235<' in text
+    assert '<span data-field="records_done">1,234,567</span>' in text  # the bar's text
+    assert "every one of 1,234,567 records has its result" in text  # the timeline
+
+
 def test_partially_succeeded_job_lists_rejected_records_by_line(
     world: ProxyWorld, django_capture_on_commit_callbacks
 ) -> None:
