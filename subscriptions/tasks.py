@@ -167,7 +167,11 @@ def _chunk_helper_stop(**_: object) -> None:
     time_limit=1800,
     soft_time_limit=1700,
     ignore_result=True,
-    autoretry_for=(jobs.aws_gateway.Throttled, jobs.aws_gateway.Unreachable),
+    autoretry_for=(
+        jobs.aws_gateway.Throttled,
+        jobs.aws_gateway.Unreachable,
+        jobs.aws_gateway.UpstreamError,
+    ),
     retry_backoff=True,
     retry_jitter=True,
     max_retries=5,

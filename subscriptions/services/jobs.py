@@ -875,7 +875,9 @@ def _chunk_close(
             )
 
 
-def job_stop(*, job_id: str, code: str, message: str) -> None:
+def job_stop(
+    *, job_id: str, code: str, message: str, outcome: str = AuditEvent.Outcome.REFUSED
+) -> None:
     """The job can no longer run (the submitter lost access...): failed, with the reason."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
@@ -884,7 +886,7 @@ def job_stop(*, job_id: str, code: str, message: str) -> None:
         _job_end(job, status=Job.Status.FAILED, code=code, message=message)
         audit_record(
             action="job.stopped",
-            outcome=AuditEvent.Outcome.REFUSED,
+            outcome=outcome,
             actor=job.submitted_by,
             target_type="job",
             target_id=str(job.pk),
@@ -997,6 +999,18 @@ def job_finalize(*, job_id: str) -> None:
     parts = _PartsReader(s3, account.results_bucket, keys)
     try:
         _upload(s3, account.results_bucket, output_key, parts, JSONLINES)
+    except aws_gateway.AwsError as exc:
+        if isinstance(exc, _TRANSIENT_AWS):
+            raise  # the task tries again with backoff
+        # A part gone (deleted, expired by a lifecycle rule) or access lost: trying again changes
+        # nothing, and the job must not stay "running" for ever.
+        job_stop(
+            job_id=job_id,
+            code="output_not_written",
+            message=f"The merged output could not be written: {exc}",
+            outcome=AuditEvent.Outcome.FAILURE,
+        )
+        return
     finally:
         parts.close()
     failed_chunks = [chunk for chunk in chunks if chunk.status == JobChunk.Status.FAILED]

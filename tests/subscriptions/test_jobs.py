@@ -290,6 +290,26 @@ def test_a_database_error_in_a_chunk_is_retried_and_every_record_gets_its_output
     assert job.subscription.invocations.count() == (3 if fails == "_chunk_prepare" else 4)
 
 
+def test_a_part_gone_before_the_merge_fails_the_job_with_the_reason(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job_id = running_job(world, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=False):
+        for index in range(3):
+            tasks.job_chunk_run.apply(args=(job_id, index))
+    # Deleted meanwhile (by hand, or a lifecycle rule): merging can never succeed.
+    world.s3().delete_object(Bucket=BUCKET_A, Key=f"{JOBS_PREFIX_A}{job_id}/part-00001.jsonl")
+
+    tasks.job_finalize.apply(args=(job_id,))
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.FAILED and job.error_code == "output_not_written"
+    assert "NoSuchKey" in job.error_message
+    assert job.output_uri == "" and job.finished_at is not None
+    event = AuditEvent.objects.get(action="job.stopped", target_id=job_id)
+    assert (event.outcome, event.reason) == (AuditEvent.Outcome.FAILURE, "output_not_written")
+
+
 def test_a_model_failing_every_call_fails_the_job_with_error_entries_for_each_record(
     world: ProxyWorld, django_capture_on_commit_callbacks, settings
 ) -> None:
