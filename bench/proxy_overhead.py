@@ -20,6 +20,7 @@ S3 write and recording, and the ratios it is judged by: overhead excluding the S
 (aim: at most 1 ms) and whole path p50 / direct p50 (aim: at most 1.5).
 
     .venv/bin/python bench/proxy_overhead.py            # BENCH_CALLS=200 for a quick look
+    BENCH_MODEL_LATENCY_MS=20 .venv/bin/python bench/proxy_overhead.py   # a model that takes 20 ms
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/gatehouse \
         .venv/bin/python bench/proxy_overhead.py
 """
@@ -111,7 +112,10 @@ def run(world: World, database: ThrowawayDatabase) -> int:
     from subscriptions.services import result_store
     from subscriptions.services.seller_tokens import subscription_authorize
 
-    world.start_backends()
+    # BENCH_MODEL_LATENCY_MS: the container waits this long in every call, as a model elsewhere
+    # would (a real endpoint answers in tens of milliseconds, not the stand-in's few).
+    latency = os.environ.get("BENCH_MODEL_LATENCY_MS", "")
+    world.start_backends(container_args=("--latency-ms", latency) if latency else ())
     call_command("migrate", verbosity=0)
     database.prepare()
     analyst, subscription = build_data(world)
@@ -119,6 +123,7 @@ def run(world: World, database: ThrowawayDatabase) -> int:
     body = payload()
     print(
         f"{CALLS} calls of {len(body)} bytes (application/jsonlines, 16 records) per path; "
+        f"model latency {latency or 0} ms; "
         f"{os.cpu_count()} CPUs; every component in its own process on loopback; "
         f"database: {connection.vendor}"
     )
