@@ -32,6 +32,8 @@ class _Compiled:
     # (name, None) for a parameter given at run time, (None, value) for a constant of the query.
     params: list[tuple[str | None, Any]]
     compiler: Any
+    # Django's converters for the columns, found once (results_iter would look them up each time).
+    converters: dict[int, Any]
     init_list: list[str]
     model_slice: slice
     populators: list[Any]
@@ -65,12 +67,16 @@ class CompiledQuery:
         if missing:
             raise ValueError(f"The query does not use the parameters {sorted(missing)}.")
         klass_info, select = compiler.klass_info, compiler.select
+        columns = [column[0] for column in select[0 : compiler.col_count]]
+        if compiler.has_composite_fields(columns):
+            raise ValueError("Composite fields are not supported by CompiledQuery.")
         fields = klass_info["select_fields"]
         model_slice = slice(fields[0], fields[-1] + 1)
         return _Compiled(
             sql=sql,
             params=params,
             compiler=compiler,
+            converters=compiler.get_converters(columns),
             init_list=[column[0].target.attname for column in select[model_slice]],
             model_slice=model_slice,
             populators=get_related_populators(klass_info, select, queryset.db),
@@ -87,8 +93,10 @@ class CompiledQuery:
             row = cursor.fetchone()
         if row is None:
             return None
-        # Django's converters for each column (dates on SQLite, JSON, booleans...).
-        (row,) = compiled.compiler.results_iter(results=[[row]])
+        # Django's converters for each column (dates on SQLite, JSON, booleans...), as
+        # results_iter applies them.
+        if compiled.converters:
+            (row,) = compiled.compiler.apply_converters([row], compiled.converters)
         model = compiled.compiler.klass_info["model"]
         instance = model.from_db(compiled.db, compiled.init_list, row[compiled.model_slice])
         for populator in compiled.populators:
