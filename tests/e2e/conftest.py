@@ -86,20 +86,26 @@ def sign_in(page: Page, portal: str, cognito_stack, username: str, name: str) ->
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Welcome, {name}")
 
 
+def pool_analyst(cognito_stack, lob, username: str, first_name: str) -> User:
+    """The pool's user ``username`` as the portal knows it after sign-in, an analyst of ``lob``."""
+    user = User.objects.create(
+        username=username,
+        first_name=first_name,
+        last_name="Analyst",
+        idp_issuer=cognito_stack.pool.issuer,
+        idp_subject=cognito_stack.sub(username),
+    )
+    Membership.objects.create(user=user, lob=lob, role=Membership.Role.ANALYST)
+    return user
+
+
 @pytest.fixture
 def analyst(proxy, cognito_stack) -> User:
     """user-lob-a (signing in through the hosted UI) as an analyst of lob-a.
 
     For tests that bring the proxy world (``proxy`` from tests/subscriptions/conftest.py).
     """
-    user = User.objects.create(
-        username="user-lob-a",
-        first_name="Alice",
-        last_name="Analyst",
-        idp_issuer=cognito_stack.pool.issuer,
-        idp_subject=cognito_stack.sub("user-lob-a"),
-    )
-    Membership.objects.create(user=user, lob=proxy.world.lob_a, role=Membership.Role.ANALYST)
+    user = pool_analyst(cognito_stack, proxy.world.lob_a, "user-lob-a", "Alice")
     # As the beat task would have left it (the endpoint exists only in the runtime stand-in).
     Endpoint.objects.filter(subscription=proxy.subscription_a).update(
         status="InService", instance_type="ml.m5.large", synced_at=timezone.now()

@@ -13,9 +13,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from accounts.models import Membership, User
+from accounts.models import User
 from subscriptions.models import Invocation, Subscription
-from tests.e2e.conftest import ARTIFACTS, sign_in, watch_external_requests
+from tests.e2e.conftest import ARTIFACTS, pool_analyst, sign_in, watch_external_requests
 from tests.subscriptions.conftest import (  # noqa: F401 (fixtures)
     ACCOUNT_A,
     ProxyWorld,
@@ -102,14 +102,7 @@ def test_member_of_lob_b_sees_why_its_expired_subscription_cannot_be_used(
     page,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    user = User.objects.create(
-        username="user-lob-b",
-        first_name="Bob",
-        last_name="Analyst",
-        idp_issuer=cognito_stack.pool.issuer,
-        idp_subject=cognito_stack.sub("user-lob-b"),
-    )
-    Membership.objects.create(user=user, lob=proxy.world.lob_b, role=Membership.Role.ANALYST)
+    pool_analyst(cognito_stack, proxy.world.lob_b, "user-lob-b", "Bob")
     Subscription.objects.filter(pk=proxy.subscription_b.pk).update(
         status=Subscription.Status.EXPIRED,
         starts_on=dt.date(2025, 1, 1),
