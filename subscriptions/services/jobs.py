@@ -915,13 +915,14 @@ def _job_end(job: Job, *, status: str, code: str = "", message: str = "") -> Non
 
 
 def _upload(s3: Any, bucket: str, key: str, fileobj: Any, content_type: str) -> None:
-    """Stream ``fileobj`` to S3 (multipart past 8 MB, never held whole), encrypted at rest."""
+    """Stream ``fileobj`` to S3 (in parts of 8 MB, a few at a time, never whole), encrypted."""
     with aws_gateway.aws_errors():
         s3.upload_fileobj(
             Fileobj=fileobj,
             Bucket=bucket,
             Key=key,
             ExtraArgs={"ContentType": content_type, "ServerSideEncryption": "AES256"},
+            Config=aws_gateway.stream_upload_config(),
         )
 
 

@@ -3,6 +3,7 @@ merged output and manifest in the LOB's bucket; progress, retries, cancellation,
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Membership
-from portal import celery_app
+from portal import aws_gateway, celery_app
 from subscriptions import tasks
 from subscriptions.models import Job, JobChunk
 from subscriptions.services import jobs
@@ -668,6 +669,35 @@ def test_download_before_the_output_exists_is_409(
     ).json()["id"]
     response = world.client("analyst").get(f"/api/v1/jobs/{job_id}/download/")
     assert response.status_code == 409 and response.json()["code"] == "not_ready"
+
+
+class _Stream:
+    """A non-seekable source of ``size`` bytes, as a request body or the merge's parts are."""
+
+    def __init__(self, size: int) -> None:
+        self.left, self.digest = size, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        piece = bytes((self.left + n) % 251 for n in range(min(size, 64))) * (size // 64 + 1)
+        piece = piece[:size]
+        self.left -= len(piece)
+        self.digest.update(piece)
+        return piece
+
+
+def test_a_stream_past_the_part_size_is_uploaded_in_parts_whole(world: ProxyWorld) -> None:
+    stream = _Stream(2 * aws_gateway.STREAM_PART_BYTES + 12345)
+    s3, key = world.s3(), f"{JOBS_PREFIX_A}stream/output.jsonl"
+
+    jobs._upload(s3, BUCKET_A, key, stream, "application/jsonlines")
+
+    stored = s3.get_object(Bucket=BUCKET_A, Key=key)
+    body = stored["Body"].read()
+    assert len(body) == 2 * aws_gateway.STREAM_PART_BYTES + 12345
+    assert hashlib.sha256(body).hexdigest() == stream.digest.hexdigest()
+    assert stored["ServerSideEncryption"] == "AES256"
+    assert "-" in stored["ETag"]  # a multipart upload's ETag names its parts
 
 
 def test_job_prefix_is_under_the_lobs_results_location(world: ProxyWorld) -> None:
