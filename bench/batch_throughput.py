@@ -63,9 +63,9 @@ from bench._world import (
     ENDPOINT,
     ThrowawayDatabase,
     World,
-    build_data,
     peak_rss_bytes,
     session_cookie_for,
+    world_ready,
 )
 
 RECORDS = int(os.environ.get("BENCH_RECORDS", "100000"))
@@ -501,21 +501,12 @@ def run_job(world: World, http, subscription_id: int, path: Path, *, show: bool)
 
 
 def run(world: World, database: ThrowawayDatabase, *, big: bool) -> int:
-    os.environ.update(world.env)
-    import django
-
-    django.setup()
+    # With BENCH_MODEL_LATENCY_MS the job's own work must hide behind the model's time.
+    analyst, subscription = world_ready(world, database)
     import requests
     from django.conf import settings
-    from django.core.management import call_command
 
-    # BENCH_MODEL_LATENCY_MS: the container waits this long in every call (a model elsewhere, or
-    # slower): the job's own work must then hide behind the model's time.
     latency = os.environ.get("BENCH_MODEL_LATENCY_MS", "")
-    world.start_backends(container_args=("--latency-ms", latency) if latency else ())
-    call_command("migrate", verbosity=0)
-    database.prepare()
-    analyst, subscription = build_data(world)
     per_chunk = settings.JOBS_RECORDS_PER_CHUNK
     portal = world.start_portal()
     workers = {f"worker-{n + 1}": world.start_worker(f"bench-{n + 1}") for n in range(WORKERS)}

@@ -44,8 +44,8 @@ from bench._world import (
     ENDPOINT,
     ThrowawayDatabase,
     World,
-    build_data,
     session_cookie_for,
+    world_ready,
 )
 
 CALLS = int(os.environ.get("BENCH_CALLS", "2000"))
@@ -101,24 +101,14 @@ def main() -> int:
 
 
 def run(world: World, database: ThrowawayDatabase) -> int:
-    os.environ.update(world.env)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    analyst, subscription = world_ready(world, database)
     from django.db import connection
 
     from portal import aws_gateway
     from subscriptions.services import result_store
     from subscriptions.services.seller_tokens import subscription_authorize
 
-    # BENCH_MODEL_LATENCY_MS: the container waits this long in every call, as a model elsewhere
-    # would (a real endpoint answers in tens of milliseconds, not the stand-in's few).
     latency = os.environ.get("BENCH_MODEL_LATENCY_MS", "")
-    world.start_backends(container_args=("--latency-ms", latency) if latency else ())
-    call_command("migrate", verbosity=0)
-    database.prepare()
-    analyst, subscription = build_data(world)
     token = subscription_authorize(subscription=subscription, principal=analyst).token
     body = payload()
     print(

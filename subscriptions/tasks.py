@@ -143,16 +143,20 @@ def job_chunks_run(job_id: str, indices: list[int]) -> None:
 
     try:
         jobs.job_chunks_run(job_id=job_id, indices=indices, retry_later=retry_later)
-    except SoftTimeLimitExceeded:
-        # Out of time: each chunk goes on in a task of its own (finished ones end at once).
-        logger.warning("job %s chunks %s: out of time, run one by one", job_id, indices)
+    except (SoftTimeLimitExceeded, *DATABASE_TRANSIENT) as exc:
+        # Out of time, or the database away: each chunk goes on in a task of its own (finished
+        # ones end at once) — after a database error a little later, with backoff from there on.
+        out_of_time = isinstance(exc, SoftTimeLimitExceeded)
+        logger.warning(
+            "job %s chunks %s: %s, run one by one",
+            job_id,
+            indices,
+            "out of time" if out_of_time else "database error",
+        )
         for index in indices:
-            job_chunk_run.delay(job_id, index)
-    except DATABASE_TRANSIENT:
-        # The same, a little later, with backoff from there on.
-        logger.warning("job %s chunks %s: database error, run one by one", job_id, indices)
-        for index in indices:
-            job_chunk_run.apply_async((job_id, index), countdown=retry_countdown(0))
+            job_chunk_run.apply_async(
+                (job_id, index), countdown=0 if out_of_time else retry_countdown(0)
+            )
 
 
 @worker_process_shutdown.connect
