@@ -267,10 +267,14 @@ def parse_json(body: bytes) -> list[RawRecord]:
 
 
 def parse_jsonlines(body: bytes) -> list[RawRecord]:
-    """One JSON object per line; blank lines are not records, a bad line is a bad record."""
+    """One JSON object per line; blank lines are not records, a bad line is a bad record.
+
+    Lines end at "\n" only (JSON Lines' rule): ``str.splitlines`` would also break at a bare
+    "\r", U+2028 and other characters a JSON string may hold, and answer more results than lines.
+    """
     records: list[RawRecord] = []
-    for line in _decode(body, "invalid_jsonlines").splitlines():
-        if not line.strip():
+    for line in _decode(body, "invalid_jsonlines").split("\n"):
+        if not line.strip(" \t\r"):
             continue
         try:
             records.append(_record_of(json.loads(line)))

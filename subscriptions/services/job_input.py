@@ -7,8 +7,10 @@ and splits the records into chunks of at most ``records_per_chunk`` records and 
 bytes, each known by its byte range in the input object, so a worker can read one chunk back with
 a ranged GET. :func:`chunk_records` is the reading side: a chunk's bytes back into records.
 
-A CSV record may span lines (a quoted field with a line break); records end where the quotes
-balance. Blank lines are not records.
+A CSV record may span lines (a quoted field with a line break); where a quoted field starts and
+ends follows the csv module's rules (:func:`csv_line_state`), so the portal and a model that parses
+the payload with them agree on every record. Blank lines (nothing but ASCII spaces, tabs and line
+breaks) are not records.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ class InputScanner:
             start = end + 1
         del self._pending[:start]
         self._offset += start
-        if len(self._pending) > self.max_line_bytes:
+        # What is left is one unfinished line: its "\r" of a CRLF may be there already.
+        if len(self._pending) > self.max_line_bytes + 1:
+            if self.media_type == CSV and b"\r" in self._pending:
+                self._bare_cr(self._line + 1)
             self._too_long(self._line + 1)
 
     def finish(self) -> None:
@@ -154,9 +159,17 @@ class InputScanner:
             f"Line {line} is longer than {self.max_line_bytes} bytes.", code="line_too_long"
         )
 
+    def _bare_cr(self, line: int) -> None:
+        raise InputRejected(
+            f"Line {line} has a carriage return (CR) that does not end the line: save the file "
+            "with LF or CRLF line breaks.",
+            code="invalid_line_break",
+        )
+
     def _line_complete(self, raw: bytes, offset: int) -> None:
         self._line += 1
-        if len(raw) > self.max_line_bytes:
+        # The limit is on the line's content: its line break ("\n" or "\r\n") is not counted.
+        if len(raw) > self.max_line_bytes and len(_without_eol(raw)) > self.max_line_bytes:
             self._too_long(self._line)
         if offset == 0 and raw.startswith(_BOM):
             raw, offset = raw[len(_BOM) :], len(_BOM)
@@ -174,12 +187,13 @@ class InputScanner:
 
     def _csv_line(self, raw: bytes, text: str, offset: int) -> None:
         if not self._in_quotes:
-            if not text.strip():
+            if not raw.strip():
                 return
             self._record_offset, self._record_line = offset, self._line
         self._record += raw
-        if text.count('"') % 2:
-            self._in_quotes = not self._in_quotes
+        self._in_quotes, bare_cr = csv_line_state(raw, in_quotes=self._in_quotes)
+        if bare_cr:
+            self._bare_cr(self._line)
         if self._in_quotes:
             if len(self._record) > self.max_line_bytes:
                 self._too_long(self._record_line)
@@ -193,7 +207,10 @@ class InputScanner:
 
     def _csv_header(self, text: str) -> None:
         line = text.rstrip("\r\n")
-        names = next(csv.reader([line]), [])
+        try:
+            names = next(csv.reader([line]), [])
+        except csv.Error:  # a header the csv module cannot read at all
+            names = []
         if len(names) == 1 and any(d in line for d in _OTHER_DELIMITERS):
             raise InputRejected(
                 "The header row has no comma: the delimiter must be ','.", code="wrong_delimiter"
@@ -213,7 +230,7 @@ class InputScanner:
         self._seen_header = True
 
     def _jsonlines_line(self, raw: bytes, text: str, offset: int) -> None:
-        if not text.strip():
+        if not raw.strip():
             return
         if self.records_total == 0:
             # The first record tells a JSON Lines file from something else; later bad lines are
@@ -313,8 +330,7 @@ def chunk_records(
                     continue
                 open_line = line
             open_record.append(raw)
-            if raw.count(b'"') % 2:
-                in_quotes = not in_quotes
+            in_quotes, _bare_cr = csv_line_state(raw, in_quotes=in_quotes)  # none: scanned
             if not in_quotes:
                 records.append(_with_newline(b"".join(open_record)))
                 lines.append(open_line)
@@ -324,6 +340,63 @@ def chunk_records(
             lines.append(line)
         line += 1
     return ChunkRecords(payload=prefix + b"".join(records), lines=lines)
+
+
+def _without_eol(line: bytes) -> bytes:
+    """The line without its "\n" or "\r\n"."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    return line
+
+
+# A physical CSV line whose every field is either unquoted (no quote, comma or CR in it) or quoted
+# in full ("..." with "" for a quote): the usual line, read in C; any other takes the Python way.
+_PLAIN_CSV_LINE = re.compile(rb'(?:"(?:[^"]|"")*"|[^",\r\n]*)(?:,(?:"(?:[^"]|"")*"|[^",\r\n]*))*')
+_COMMA, _QUOTE, _CR = ord(","), ord('"'), ord("\r")
+
+
+def csv_line_state(line: bytes, *, in_quotes: bool) -> tuple[bool, bool]:
+    """Whether a CSV record is still inside a quoted field after this physical line, and whether
+    the line holds a carriage return outside quotes that does not end it.
+
+    The csv module's rules (Python's reader, and so the transcoder; Excel's too): a quote opens a
+    quoted field only as the field's first character, ``""`` inside one is a quote, and a quote
+    anywhere else (``O"Brien``, ``5" tall``) is just a character. A bare CR outside quotes ends a
+    row for the csv module but not a line here, so the two would count records differently.
+    Bytes are fine: no byte of a multi-byte UTF-8 character is a quote, comma or CR.
+    """
+    body = _without_eol(line)
+    if not in_quotes and (
+        (b'"' not in body and b"\r" not in body) or _PLAIN_CSV_LINE.fullmatch(body)
+    ):
+        return False, False
+    position, end = 0, len(body)
+    state = "quoted" if in_quotes else "start"
+    while position < end:
+        if state == "quoted":
+            quote = body.find(b'"', position)
+            if quote < 0:
+                return True, False  # the rest of the line is inside the quotes
+            if quote + 1 < end and body[quote + 1] == _QUOTE:
+                position = quote + 2  # "" is a quote inside the field
+                continue
+            position, state = quote + 1, "closed"
+        elif state == "closed":  # just after a closing quote
+            if body[position] == _COMMA:
+                position, state = position + 1, "start"
+            else:
+                state = "unquoted"  # the csv module keeps what follows, as text
+        elif state == "start" and body[position] == _QUOTE:
+            position, state = position + 1, "quoted"
+        else:  # an unquoted field: up to the next comma, quotes included
+            comma = body.find(b",", position)
+            stop = end if comma < 0 else comma
+            if body.find(b"\r", position, stop) >= 0:
+                return False, True
+            position, state = stop + 1, "start"
+    return state == "quoted", False
 
 
 def _split_lines(data: bytes) -> list[bytes]:

@@ -279,6 +279,22 @@ def test_jsonlines_in_and_out_skip_blank_lines_and_flag_bad_lines(container, htt
     ]
 
 
+def test_jsonlines_lines_end_at_line_feeds_only(container, http) -> None:
+    # A JSON string may hold U+2028 and a line may hold a bare CR: str.splitlines() would break
+    # there and answer more results than the caller sent lines.
+    body = (
+        '{"email": "jane@example.com", "n": "a\u2028b"}\n{"email": "x@example.com"}\r{}\n\u00a0\n'
+    )
+    response = invoke(http, container, body, JSONL)
+    assert response.status_code == 200
+    results = [json.loads(line) for line in response.text.splitlines()]
+    assert [result.get("error") for result in results] == [
+        None,
+        "invalid_record",
+        "invalid_record",
+    ]
+
+
 def test_json_in_with_accept_jsonlines_and_wildcard_accept(container, http) -> None:
     body = json.dumps({"records": [{"email": "jane@example.com"}]})
     as_lines = invoke(http, container, body, JSON, accept=JSONL)

@@ -26,7 +26,7 @@ from accounts.models import AwsAccount, Lob
 from accounts.services.aws_verification import account_access
 from devstack import model_container, sagemaker_runtime, seller_token_service
 from devstack.wsgi_thread import ThreadedServer, serve_in_thread
-from portal import aws_gateway
+from portal import aws_gateway, celery_app
 from subscriptions.models import Listing, Subscription
 from tests.factories import EndpointFactory, ListingFactory, SubscriptionFactory
 from tests.tenancy_world import World, build_world
@@ -284,3 +284,13 @@ def proxy(aws: str, db, settings, standins: StandIns) -> ProxyWorld:
         runtime=standins.runtime,
         runtime_app=standins.runtime_app,
     )
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Tasks run in-process when enqueued (retries too, at once; the outcome shows failures)."""
+    conf = celery_app.conf
+    saved = conf.task_always_eager
+    conf.task_always_eager = True
+    yield
+    conf.task_always_eager = saved

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Membership
-from portal import aws_gateway, celery_app
+from portal import aws_gateway
 from subscriptions import tasks
 from subscriptions.models import Job, JobChunk
 from subscriptions.services import jobs
@@ -28,17 +27,12 @@ JOBS_PREFIX_A = "gatehouse/lob-a/jobs/"
 
 
 @pytest.fixture
-def eager() -> Iterator[None]:
-    """Tasks run in-process when enqueued (retries too, at once; the outcome shows failures)."""
-    conf = celery_app.conf
-    saved = conf.task_always_eager
-    conf.task_always_eager = True
-    yield
-    conf.task_always_eager = saved
-
-
-@pytest.fixture
 def world(proxy: ProxyWorld, eager: None, settings) -> ProxyWorld:
+    return jobs_world(proxy, settings)
+
+
+def jobs_world(proxy: ProxyWorld, settings) -> ProxyWorld:
+    """The proxy world with three records a chunk and no job objects left in the bucket."""
     settings.JOBS_RECORDS_PER_CHUNK = 3
     settings.JOBS_CHUNK_MAX_RETRIES = 25
     # The moto server lives for the session: start each test with no job objects.
