@@ -390,6 +390,14 @@ class LobAdmin(ServiceBackedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Lob]:
         return super().get_queryset(request).annotate(member_count=Count("memberships"))
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Lob | None = None) -> tuple:
+        # The slug names the LOB's S3 prefix, audit trail and Studio mapping: set once.
+        readonly = super().get_readonly_fields(request, obj)
+        return (*readonly, "slug") if obj is not None else readonly
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Lob | None = None) -> dict:
+        return {} if obj is not None else super().get_prepopulated_fields(request, obj)
+
     @admin.display(description="members", ordering="member_count")
     def member_count(self, lob: Lob) -> int:
         return lob.member_count

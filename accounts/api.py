@@ -10,12 +10,12 @@ import csv
 from collections.abc import Iterator
 
 import django_filters
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +24,8 @@ from rest_framework.views import APIView
 from accounts import selectors
 from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
 from accounts.services import aws_verification, tenancy
+from portal.api.filters import IsoDateTimeFilter
+from portal.api.permissions import PlatformAdminWrites
 
 # --- Me -------------------------------------------------------------------------------------------
 
@@ -164,15 +166,18 @@ class AwsAccountViewSet(
     """AWS accounts: platform admins manage them; LOB admins read their LOBs' accounts."""
 
     serializer_class = AwsAccountSerializer
+    permission_classes = [PlatformAdminWrites]
     queryset = AwsAccount.objects.none()  # for the schema; requests use get_queryset
     lookup_field = "account_id"
     lookup_value_regex = r"[0-9]{1,12}"
     filterset_class = AwsAccountFilter
 
     def get_queryset(self) -> QuerySet[AwsAccount]:
+        # Another LOB sharing the account is not the caller's to see, not even by its slug.
+        visible_lobs = selectors.lobs_visible_to(self.request.user).order_by("slug")
         return (
             selectors.aws_accounts_visible_to(self.request.user)
-            .prefetch_related("lobs")
+            .prefetch_related(Prefetch("lobs", queryset=visible_lobs))
             .order_by("account_id")
         )
 
@@ -257,6 +262,7 @@ class LobViewSet(
     """LOBs: everyone reads their own; platform admins create, change and delete."""
 
     serializer_class = LobSerializer
+    permission_classes = [PlatformAdminWrites]
     queryset = Lob.objects.none()  # for the schema; requests use get_queryset
     lookup_field = "slug"
     filterset_class = LobFilter
@@ -323,6 +329,17 @@ class MembershipSerializer(serializers.ModelSerializer):
         fields = ("id", "lob", "user", "user_name", "role", "created_at", "updated_at")
         read_only_fields = ("id", "created_at", "updated_at")
         validators = []  # duplicates are the service's 409, not a 400 here
+
+    def validate_lob(self, lob: Lob) -> Lob:
+        # Before the user field is looked up (fields are validated in order): someone who may not
+        # manage the LOB's members is refused without learning whether the username exists.
+        if self.instance is None and not selectors.may_manage_members(
+            self.context["request"].user, lob
+        ):
+            raise exceptions.PermissionDenied(
+                "Only platform admins and this LOB's admins manage its members."
+            )
+        return lob
 
     def validate(self, attrs: dict) -> dict:
         if self.instance is not None:
@@ -427,8 +444,8 @@ class AuditEventFilter(django_filters.FilterSet):
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
     actor = django_filters.CharFilter(field_name="actor_username")
     lob = django_filters.CharFilter(field_name="lob_slug")
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent
@@ -446,9 +463,10 @@ CSV_COLUMNS = AuditEventSerializer.Meta.fields
 
 
 def _csv_safe(value: object) -> str:
-    """Neutralise spreadsheet formulas (a value starting with =, +, - or @)."""
+    """Neutralise spreadsheet formulas: a value starting with =, +, -, @, a tab or a carriage
+    return (OWASP's list: a spreadsheet skips the last two and reads the formula after them)."""
     text = "" if value is None else str(value)
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):

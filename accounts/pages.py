@@ -162,8 +162,13 @@ def lob_member_add(request: HttpRequest, lob: Lob) -> HttpResponse:
     if not username:
         messages.error(request, "Enter the username of the person to add.")
         return _lob_page(lob, "members")
-    # An exact username, typed by a member manager: a lookup, not a directory of users.
-    user = User.objects.filter(username=username, is_active=True).first()
+    # An exact username, typed by a member manager: a lookup, not a directory of users. One with
+    # a control character names nobody (and PostgreSQL cannot compare a NUL).
+    user = (
+        User.objects.filter(username=username, is_active=True).first()
+        if username.isprintable()
+        else None
+    )
     if user is None:
         messages.error(request, f"No user named {username} has signed in yet.")
         return _lob_page(lob, "members")

@@ -71,10 +71,19 @@ class JwksCache:
         with self._lock:
             try:
                 timeout = self.timeout if self.timeout is not None else settings.OIDC_TIMEOUT
-                response = requests.get(self.url, timeout=timeout)
+                # No redirects: the key set is at its URL, and a redirect could point the portal
+                # anywhere inside its network.
+                response = requests.get(self.url, timeout=timeout, allow_redirects=False)
                 response.raise_for_status()
+                if response.status_code != 200:
+                    raise ValueError(f"HTTP {response.status_code}")
                 key_set = jwt.PyJWKSet.from_dict(response.json())
-            except (requests.RequestException, ValueError, jwt.PyJWKSetError) as exc:
+            except (
+                requests.RequestException,
+                ValueError,
+                RecursionError,
+                jwt.PyJWKSetError,
+            ) as exc:
                 raise IdentityProviderUnavailable(
                     f"Could not load signing keys ({type(exc).__name__})."
                 ) from exc
@@ -113,7 +122,7 @@ def _decode(token: str, *, jwks_url: str, audience: str | None) -> dict[str, Any
         raise TokenError("The token is not a JWT.")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except (jwt.InvalidTokenError, RecursionError) as exc:  # a header PyJWT refuses, or too deep
         raise TokenError("The token is not a JWT.") from exc
     if header.get("alg") != ALGORITHM:
         raise TokenError(f"Only {ALGORITHM} tokens are accepted.")

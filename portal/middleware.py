@@ -1,4 +1,5 @@
-"""Request ids: every request carries one, in logs, audit events and the response header."""
+"""Request ids: every request carries one, in logs, audit events and the response header; and a
+check that refuses NUL characters before any view sees them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # A caller-supplied id is kept only if it is short and plain, so it cannot smuggle log lines.
@@ -46,3 +47,41 @@ class RequestIdLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id()
         return True
+
+
+_NUL_MESSAGE = "The request holds a NUL character, which no name, id or value may contain."
+_FORM = "application/x-www-form-urlencoded"
+
+
+class RejectNulMiddleware:
+    """Answers 400 to a path, query string or form body holding a NUL character.
+
+    PostgreSQL cannot store or compare a string with NUL in it: a slug or username carrying one
+    reached the database as a 500 (``/api/v1/lobs/%00/``, ``?lob=%00``). Multipart bodies
+    (uploads) are not read here; their fields are checked where they are used.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _holds_nul(request):
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": _NUL_MESSAGE, "code": "invalid"}, status=400)
+            return HttpResponseBadRequest(_NUL_MESSAGE, content_type="text/plain")
+        return self.get_response(request)
+
+
+def _holds_nul(request: HttpRequest) -> bool:
+    if "\x00" in request.path:
+        return True
+    if any(
+        "\x00" in key or any("\x00" in value for value in values)
+        for key, values in request.GET.lists()
+    ):
+        return True
+    if request.method == "POST" and request.content_type == _FORM:
+        # The raw body, not request.POST: a view may still set its upload handlers after this.
+        body = request.body
+        return b"%00" in body or b"\x00" in body
+    return False

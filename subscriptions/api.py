@@ -8,6 +8,7 @@ with the model's own body and content type.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import django_filters
@@ -18,15 +19,19 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
 from accounts.models import Lob
+from portal.api.filters import VisibleIdFilter, in_utc_range
+from portal.api.parsers import JSONParser
+from portal.api.permissions import PlatformAdminWrites
 from portal.errors import NotFoundError
 from subscriptions import selectors
 from subscriptions.models import CONTENT_TYPES, Endpoint, Job, Listing, Subscription
@@ -92,6 +97,7 @@ class ListingViewSet(
     """The catalogue: everyone signed in reads it; platform admins add and change listings."""
 
     serializer_class = ListingSerializer
+    permission_classes = [PlatformAdminWrites]
     queryset = Listing.objects.none()  # for the schema; requests use get_queryset
     lookup_field = "product_code"
     lookup_value_regex = r"[A-Za-z0-9._-]+"
@@ -501,6 +507,7 @@ class JobFilter(django_filters.FilterSet):
     """Filter jobs by LOB slug, subscription, status and submitter username."""
 
     lob = django_filters.CharFilter(field_name="subscription__lob__slug")
+    subscription = VisibleIdFilter(field_name="subscription_id")
     submitter = django_filters.CharFilter(field_name="submitted_by__username")
 
     class Meta:
@@ -515,6 +522,19 @@ class JobCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def decode_cursor(self, request: Request) -> Any:
+        # The position is a time from the cursor's text: one the database cannot compare (not a
+        # time, or beyond year 9999 in UTC) is an invalid cursor (404), not a 500.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = datetime.fromisoformat(cursor.position)
+            except ValueError:
+                position = None
+            if position is None or (position.tzinfo is not None and not in_utc_range(position)):
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class JobViewSet(

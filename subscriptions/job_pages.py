@@ -366,7 +366,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         status = ""
     subscription_id = request.GET.get("subscription", "")
     if subscription_id:
-        pk = int(subscription_id) if subscription_id.isdigit() else 0
+        pk = int(subscription_id) if subscription_id.isascii() and subscription_id.isdigit() else 0
         # Beyond a 64-bit key the database would raise rather than find nothing.
         queryset = queryset.filter(subscription_id=pk) if 0 < pk < 2**63 else queryset.none()
     page = Paginator(queryset, JOBS_PER_PAGE).get_page(request.GET.get("page"))

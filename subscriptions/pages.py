@@ -160,8 +160,8 @@ def answer_for_display(body: bytes, content_type: str) -> Answer:
                     for line in text.splitlines()
                     if line.strip()
                 )
-        except ValueError:
-            pass  # not what it claims to be: shown as it came
+        except (ValueError, RecursionError):
+            pass  # not what it claims to be (or nested past the parser's depth): shown as it came
     return Answer(text=text, content_type=content_type, truncated=truncated)
 
 

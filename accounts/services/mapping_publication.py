@@ -174,10 +174,12 @@ def unmarshal_item(item: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 # --- Desired state, from the database -------------------------------------------------------------
 def _published_memberships() -> QuerySet[Membership]:
-    """Memberships that reach the tables: active users in active LOBs, earliest first."""
-    return Membership.objects.filter(user__is_active=True, lob__is_active=True).order_by(
-        "created_at", "pk"
-    )
+    """Memberships that reach the tables: active users in active LOBs, with a role that may open
+    the LOB's Studio (the reference architecture's Lambda opens Studio for whoever the users table
+    names, so a viewer is left out unless ``STUDIO_ALLOW_VIEWERS``), earliest first."""
+    return Membership.objects.filter(
+        user__is_active=True, lob__is_active=True, role__in=Membership.studio_roles()
+    ).order_by("created_at", "pk")
 
 
 def desired_user_item(*, username: str) -> dict[str, Any] | None:

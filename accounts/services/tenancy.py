@@ -135,9 +135,25 @@ def aws_account_delete(
 
 @transaction.atomic
 def lob_create(*, acting_user: User, request: HttpRequest | None = None, **fields: Any) -> Lob:
-    """Create a LOB mapped to an AWS account (platform admins only)."""
+    """Create a LOB mapped to an AWS account (platform admins only).
+
+    A slug names the LOB's S3 prefix, its audit trail and its Studio mapping, so a slug that a
+    deleted LOB had is refused: the new LOB would inherit the old one's history and objects.
+    """
     require_platform_admin(acting_user)
     lob = Lob(**{k: v for k, v in fields.items() if k in LOB_FIELDS})
+    if (
+        lob.slug
+        and not Lob.objects.filter(slug=lob.slug).exists()
+        and AuditEvent.objects.filter(
+            action__in=("lob.created", "lob.deleted"), lob_slug=lob.slug
+        ).exists()
+    ):
+        raise Conflict(
+            f"A LOB named {lob.slug!r} existed before; its audit trail and stored objects keep "
+            "that name. Choose another slug.",
+            code="slug_used_before",
+        )
     validated_save(lob)
     audit_change(
         action="lob.created",
@@ -157,8 +173,14 @@ def lob_create(*, acting_user: User, request: HttpRequest | None = None, **field
 def lob_update(
     *, lob: Lob, acting_user: User, request: HttpRequest | None = None, **changes: Any
 ) -> Lob:
-    """Change a LOB (platform admins only); a new slug or account is republished."""
+    """Change a LOB (platform admins only); a new account is republished. The slug is fixed."""
     require_platform_admin(acting_user)
+    if "slug" in changes and changes["slug"] != lob.slug:
+        raise ServiceError(
+            "A LOB's slug cannot change: it names the LOB's objects in S3, its audit trail and "
+            "its Studio mapping.",
+            code="slug_immutable",
+        )
     before = snapshot(lob, LOB_FIELDS)
     for field, value in changes.items():
         if field in LOB_FIELDS:
@@ -176,8 +198,6 @@ def lob_update(
             before=before,
             after=after,
         )
-        if before["slug"] != after["slug"]:
-            mapping_outbox_enqueue(kind="lob", key=before["slug"])
         _enqueue_lob_and_members(lob)
     return lob
 
@@ -189,7 +209,13 @@ def lob_delete(*, lob: Lob, acting_user: User, request: HttpRequest | None = Non
     before = snapshot(lob, LOB_FIELDS)
     usernames = list(lob.memberships.values_list("user__username", flat=True))
     slug = lob.slug
-    lob.delete()
+    try:
+        lob.delete()
+    except ProtectedError as exc:
+        raise Conflict(
+            f"LOB {slug} has subscriptions; they and their jobs must be removed first.",
+            code="lob_in_use",
+        ) from exc
     audit_record(
         action="lob.deleted",
         outcome=AuditEvent.Outcome.SUCCESS,
@@ -307,6 +333,8 @@ def membership_update(
         before=before,
         after=_membership_snapshot(membership),
     )
+    # The role decides whether the membership is published (viewers may not open Studio).
+    mapping_outbox_enqueue(kind="user", key=membership.user.username)
     return membership
 
 

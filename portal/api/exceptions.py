@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from portal import aws_gateway
 from portal.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         if exc.field:
             data["errors"] = {exc.field: [str(exc)]}
         return Response(data, status=exc.status)
+    if isinstance(exc, aws_gateway.AwsError):
+        # An AWS failure no service turned into its own error (reading a job's parts, say): the
+        # portal's upstream failed, not the request. AWS's message stays in the log.
+        logger.warning("API: AWS error %s (%s) on %s", exc.code, exc.aws_code, exc.operation)
+        return Response(
+            {
+                "detail": "An AWS call on the way failed; try again in a moment.",
+                "code": "upstream_error",
+            },
+            status=status.HTTP_502_BAD_GATEWAY,
+        )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

@@ -237,7 +237,7 @@ class InputScanner:
             # the model's to reject, record by record.
             try:
                 first = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 first = None
             if not isinstance(first, dict):
                 raise InputRejected(

@@ -211,6 +211,8 @@ def job_submit(
     try:
         if len(idempotency_key) > 128:
             raise ServiceError("Idempotency-Key is at most 128 characters.", code="invalid")
+        if not idempotency_key.isprintable():  # NUL (which PostgreSQL cannot compare), controls
+            raise ServiceError("Idempotency-Key holds a control character.", code="invalid")
         existing = _job_for_key(principal, idempotency_key, subscription)
         if existing is not None:
             return existing, False

@@ -346,7 +346,7 @@ def _count_records(body: bytes, media_type: str) -> int:
     if media_type == "application/json" and len(body) <= _JSON_COUNT_MAX_BYTES:
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             return 0
         if isinstance(document, dict):
             document = document.get("records", document.get("instances"))

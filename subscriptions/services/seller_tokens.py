@@ -195,6 +195,7 @@ def _ask_over_https(url: str, payload: dict[str, str]) -> tuple[int, Any]:
             json=payload,
             timeout=(settings.SELLER_TOKEN_CONNECT_TIMEOUT, settings.SELLER_TOKEN_READ_TIMEOUT),
             headers={"Accept": "application/json"},
+            allow_redirects=False,  # a redirect could point the portal anywhere inside its network
         )
     except requests.Timeout as exc:
         raise SellerUnavailable(
@@ -206,7 +207,7 @@ def _ask_over_https(url: str, payload: dict[str, str]) -> tuple[int, Any]:
         ) from exc
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     return response.status_code, body
 
@@ -243,14 +244,17 @@ def _ask_lambda(
         raise SellerUnavailable("The seller's token function raised an error.")
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return 502, None
     if isinstance(body, dict) and "statusCode" in body:
-        status = int(body.get("statusCode") or 502)
+        try:
+            status = int(body.get("statusCode") or 502)
+        except (TypeError, ValueError):
+            return 502, None
         inner = body.get("body")
         try:
             body = json.loads(inner) if isinstance(inner, str | bytes) else inner
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         return status, body
     if isinstance(body, dict) and body.get("error") == "not_entitled":
@@ -282,7 +286,7 @@ def _token_from_answer(status: int, body: Any, seller_name: str) -> SellerToken:
         raise SellerError("The seller's token service answered without a token.")
     try:
         expires_at = _expiry(body)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SellerError("The seller's token service answered without a valid expiry.") from exc
     return SellerToken(token=body["token"], expires_at=expires_at)
 
@@ -378,7 +382,7 @@ def _signature_verify(token: str, listing: Listing) -> dict[str, Any]:
         raise TokenRejected("The subscription token is not a JWT.")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except (jwt.InvalidTokenError, RecursionError) as exc:  # a header PyJWT refuses, or too deep
         raise TokenRejected("The subscription token is not a JWT.") from exc
     algorithm = header.get("alg")
     if algorithm not in SELLER_ALGORITHMS:

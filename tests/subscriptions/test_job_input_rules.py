@@ -251,3 +251,16 @@ def test_each_json_line_is_one_record_whatever_it_holds(
     output = _records_and_errors(world, job)
     assert len(output) == job.records_total == 3
     assert [(line, error) for _, line, error in output if error] == [(bad_line, "invalid_record")]
+
+
+def test_a_first_json_line_nested_past_the_parsers_depth_is_refused(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    data = b"[" * 10_000 + b"\n"
+    response = submit(
+        world, _upload(data, "input.jsonl"), capture=django_capture_on_commit_callbacks
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_jsonlines"
+    assert not Job.objects.exists() and s3_keys(world) == []

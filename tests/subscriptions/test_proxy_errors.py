@@ -173,7 +173,16 @@ def test_missing_token_is_token_invalid(proxy: ProxyWorld) -> None:
     assert proxy.container_counter.calls["/invocations"] == 0
 
 
-@pytest.mark.parametrize("token", ["garbage", "a.b.c", "e30.e30.e30"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage",
+        "a.b.c",
+        "e30.e30.e30",
+        "eyJhbGciOiJFUzI1NiIsImtpZCI6WzFdfQ.e30.c2ln",  # {"alg":"ES256","kid":[1]}: PyJWT refuses
+        "W1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tb" * 400 + ".e30.c2ln",  # nested too deep
+    ],
+)
 def test_malformed_token_is_token_invalid(proxy: ProxyWorld, token: str) -> None:
     assert_refused(proxy.invoke("analyst", proxy.subscription_a, token=token), 401, "token_invalid")
 
