@@ -342,6 +342,31 @@ def chunk_records(
     return ChunkRecords(payload=prefix + b"".join(records), lines=lines)
 
 
+def payload_records(payload: bytes, *, media_type: str, csv_header: str) -> list[bytes]:
+    """The records of a payload :func:`chunk_records` made, each with its line break (no header).
+
+    For sending a chunk's records in smaller groups: the payload has no blank line, and each
+    record ends with its line break.
+    """
+    if media_type == CSV:
+        payload = payload[len(csv_header.encode("utf-8")) :]
+    lines = _split_lines(payload)
+    if media_type != CSV:
+        return lines
+    records: list[bytes] = []
+    open_record: list[bytes] = []
+    in_quotes = False
+    for raw in lines:
+        open_record.append(raw)
+        in_quotes, _bare_cr = csv_line_state(raw, in_quotes=in_quotes)
+        if not in_quotes:
+            records.append(b"".join(open_record))
+            open_record = []
+    if open_record:
+        records.append(b"".join(open_record))
+    return records
+
+
 def _without_eol(line: bytes) -> bytes:
     """The line without its "\n" or "\r\n"."""
     if line.endswith(b"\n"):

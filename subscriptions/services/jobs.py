@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -538,29 +538,24 @@ def _chunk_prepare(job_id: str, index: int) -> _ChunkRun | None:
 def _chunk_call(run: _ChunkRun) -> bytes | None:
     """The model call through the proxy path (which re-checks the submitter); None if it failed."""
     try:
-        result = invocation_run(
-            subscription=run.subscription,
-            principal=run.principal,
-            token=run.token,
-            body=run.records.payload,
-            content_type=run.job.content_type,
-            accept=JSONLINES,
-            # The chunk's part is its result: no second copy under {lob}/invocations/.
-            store_result=False,
-        )
+        return _model_answer(run, run.records.payload)
     except (ServiceError, aws_gateway.AwsError) as exc:
         _chunk_trouble(
             job_id=str(run.job.pk), index=run.chunk.index, subscription=run.subscription, exc=exc
         )
         return None
-    return result.body
 
 
 def _chunk_finish(run: _ChunkRun, answer: bytes) -> None:
     """Everything after the model call: the part, then the chunk counted on the job."""
     job, chunk = run.job, run.chunk
     try:
-        output = _chunk_output(chunk, run.records, answer)
+        try:
+            output = _chunk_output(chunk, run.records, answer)
+        except ModelFailed as exc:
+            if exc.code != "output_mismatch":
+                raise
+            output = _chunk_output_of(chunk, run.records, _results_by_halves(run))
         _put_part(job, chunk, run.principal, output.body)
     except (ServiceError, aws_gateway.AwsError) as exc:
         _chunk_trouble(
@@ -731,8 +726,64 @@ def _entry_line(record: int, line: int, result: dict[str, Any]) -> str:
     return json.dumps(entry, separators=(",", ":"))
 
 
+def _results_by_halves(run: _ChunkRun) -> list[tuple[str, dict[str, Any]]]:
+    """One result per record of a chunk whose answer had more or fewer results than records.
+
+    The model and the portal read some record differently (a seller's parser may split or skip
+    a line the csv module keeps whole). Rather than fail every record of the chunk, its records
+    are sent again in halves, and a half that still does not match in halves again, down to
+    single records: only a record that alone gets no single result becomes an error entry
+    (``output_mismatch``). One odd record among n costs about 2·log2(n) calls. These calls are
+    made by the helper thread, beside the next chunk's: the only time a worker has two at once.
+    """
+    media_type = run.job.content_type
+    prefix = run.job.csv_header.encode("utf-8") if media_type == job_input.CSV else b""
+    records = job_input.payload_records(
+        run.records.payload, media_type=media_type, csv_header=run.job.csv_header
+    )
+    results: list[tuple[str, dict[str, Any]]] = []
+
+    def resolve(group: list[bytes], answered: list[tuple[str, dict[str, Any]]] | None) -> None:
+        if answered is not None and len(answered) == len(group):
+            results.extend(answered)
+            return
+        if len(group) == 1:
+            results.append(("", {"error": "output_mismatch"}))
+            return
+        middle = len(group) // 2
+        for half in (group[:middle], group[middle:]):
+            resolve(half, list(job_input.answer_lines(_model_answer(run, prefix + b"".join(half)))))
+
+    resolve(records, None)  # the whole chunk's answer did not match
+    return results
+
+
+def _model_answer(run: _ChunkRun, body: bytes) -> bytes:
+    """The model's answer to a chunk's records (or some of them) through the proxy path."""
+    return invocation_run(
+        subscription=run.subscription,
+        principal=run.principal,
+        token=run.token,
+        body=body,
+        content_type=run.job.content_type,
+        accept=JSONLINES,
+        # The chunk's part is its result: no second copy under {lob}/invocations/.
+        store_result=False,
+    ).body
+
+
 def _chunk_output(chunk: JobChunk, records: job_input.ChunkRecords, answer: bytes) -> _ChunkOutput:
-    """The model's answer with input record numbers and lines; its rejections counted.
+    """The model's answer with input record numbers and lines; its rejections counted."""
+    return _chunk_output_of(chunk, records, job_input.answer_lines(answer))
+
+
+def _chunk_output_of(
+    chunk: JobChunk,
+    records: job_input.ChunkRecords,
+    results: Iterable[tuple[str, dict[str, Any]]],
+) -> _ChunkOutput:
+    """The model's results (line text, object) with input record numbers and lines; its
+    rejections counted.
 
     Each part line is ``{"record", "line", ...the model's other keys}``. Most models (the
     transcoder among them) answer ``{"record":<n>,...}`` compactly: the rest of the model's own
@@ -745,7 +796,7 @@ def _chunk_output(chunk: JobChunk, records: job_input.ChunkRecords, answer: byte
     append, numbers, first = lines.append, records.lines, chunk.first_record
     prefix, skip = _MODEL_RECORD_PREFIX, len(_MODEL_RECORD_PREFIX)
     position = 0
-    for text, result in job_input.answer_lines(answer):
+    for text, result in results:
         if position >= len(numbers):
             position += 1
             continue  # more results than records: refused below, once counted

@@ -6,6 +6,7 @@ their line number, or become one record each (and, if the model rejects them, on
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import random
 
@@ -13,7 +14,7 @@ import pytest
 
 from accounts.models import AuditEvent
 from subscriptions.models import Job, JobChunk
-from subscriptions.services import job_input
+from subscriptions.services import job_input, jobs
 from tests.subscriptions.conftest import ProxyWorld
 from tests.subscriptions.test_job_pages import client_for
 from tests.subscriptions.test_jobs import jobs_world, s3_keys, s3_lines, submit
@@ -84,6 +85,9 @@ def _records_by_scanner(data: bytes) -> list[str]:
         )
         records = list(csv.reader(io.StringIO(found.payload.decode(), newline="")))
         assert len(records) == chunk.record_count == len(found.lines)
+        # ... and the payload cuts back into the same records (to send them in smaller groups)
+        each = job_input.payload_records(found.payload, media_type=job_input.CSV, csv_header="")
+        assert len(each) == chunk.record_count and b"".join(each) == found.payload
         rows.extend(",".join(record) for record in records)
     return rows
 
@@ -264,3 +268,70 @@ def test_a_first_json_line_nested_past_the_parsers_depth_is_refused(
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "invalid_jsonlines"
     assert not Job.objects.exists() and s3_keys(world) == []
+
+
+# --- A model that reads some record differently ----------------------------------------------------
+
+
+@pytest.mark.parametrize("records_per_chunk", [1, 7, 1000])
+def test_a_record_the_model_answers_nothing_for_fails_alone_not_its_chunk(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings, monkeypatch, records_per_chunk
+) -> None:
+    # A seller's parser that skips one record (it answers one result short for any group that
+    # holds it): the chunk's records are sent again in halves until that record is alone.
+    settings.JOBS_RECORDS_PER_CHUNK = records_per_chunk
+    real = jobs.invocation_run
+    bodies: list[bytes] = []
+
+    def skipping(**kwargs):
+        result = real(**kwargs)
+        bodies.append(kwargs["body"])
+        if b"skip@example.com" not in kwargs["body"]:
+            return result
+        short = b"".join(result.body.splitlines(keepends=True)[:-1])
+        return dataclasses.replace(result, body=short)
+
+    monkeypatch.setattr(jobs, "invocation_run", skipping)
+    rows = [f"p{n}@example.com" for n in range(7)]
+    rows.insert(4, "skip@example.com")
+    data = ("email\n" + "\n".join(rows) + "\n").encode()
+
+    job = _job(world, django_capture_on_commit_callbacks, data)
+
+    assert job.status == Job.Status.PARTIALLY_SUCCEEDED, (job.error_code, job.error_message)
+    assert (job.records_total, job.records_done, job.records_failed) == (8, 8, 1)
+    output = s3_lines(world, job.output_uri)
+    assert [(e["record"], e["line"], e.get("error")) for e in output] == [
+        (n, n + 2, "output_mismatch" if n == 4 else None) for n in range(8)
+    ]
+    assert all("ids" in entry for entry in output if "error" not in entry)
+    # 8 records: the chunk, then halves of 4, 2, 1 around the odd one (2 calls a level)
+    holding = [body for body in bodies if b"skip@example.com" in body]
+    assert len(holding) <= 4 and len(bodies) <= job.chunks_total + 6
+
+
+def test_records_sent_again_in_halves_keep_the_csv_header_and_quoted_rows(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings, monkeypatch
+) -> None:
+    settings.JOBS_RECORDS_PER_CHUNK = 1000
+    real = jobs.invocation_run
+    bodies: list[bytes] = []
+
+    def skipping(**kwargs):
+        bodies.append(kwargs["body"])
+        result = real(**kwargs)
+        if b"skip@example.com" not in kwargs["body"]:
+            return result
+        return dataclasses.replace(result, body=result.body.split(b"\n", 1)[1])
+
+    monkeypatch.setattr(jobs, "invocation_run", skipping)
+    data = b'email,note\na@example.com,"two\nlines"\nskip@example.com,x\nb@example.com,"q ""x"""\n'
+
+    job = _job(world, django_capture_on_commit_callbacks, data)
+
+    assert [(e["record"], e["line"], e.get("error")) for e in s3_lines(world, job.output_uri)] == [
+        (0, 2, None),
+        (1, 4, "output_mismatch"),
+        (2, 5, None),
+    ]
+    assert all(body.startswith(b"email,note\n") for body in bodies)
