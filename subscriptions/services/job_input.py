@@ -189,6 +189,13 @@ class InputScanner:
         if not self._in_quotes:
             if not raw.strip():
                 return
+            if self._seen_header and b'"' not in raw:
+                cr = raw.find(b"\r")
+                if cr < 0 or (cr == len(raw) - 2 and raw.endswith(b"\n")):
+                    # The usual line: a whole record, no quotes, no CR but a CRLF's (this runs
+                    # for every line of a file up to 1 GB).
+                    self._add_record(offset, len(raw), self._line)
+                    return
             self._record_offset, self._record_line = offset, self._line
         self._record += raw
         self._in_quotes, bare_cr = csv_line_state(raw, in_quotes=self._in_quotes)

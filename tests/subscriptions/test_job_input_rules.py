@@ -270,7 +270,7 @@ def test_a_first_json_line_nested_past_the_parsers_depth_is_refused(
     assert not Job.objects.exists() and s3_keys(world) == []
 
 
-# --- A model that reads some record differently ----------------------------------------------------
+# --- A model that reads some record differently ------------------------------------------------
 
 
 @pytest.mark.parametrize("records_per_chunk", [1, 7, 1000])
