@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -64,8 +65,23 @@ class Listing(models.Model):
             self.token_service_lambda_arn
         ):
             errors[token_arn_field] = "Not a Lambda function ARN."
+        for name in (token_url_field, "seller_jwks_url"):
+            url = getattr(self, name)
+            if url and not _https_or_loopback(url) and name not in errors:
+                # Over plain HTTP anyone on the way could hand the portal their own signing keys.
+                errors[name] = (
+                    "Use an https:// URL (http:// only for a stand-in on this machine: "
+                    "127.0.0.1 or localhost)."
+                )
         if errors:
             raise ValidationError(errors)
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 class Subscription(models.Model):

@@ -117,6 +117,9 @@ def test_only_platform_admins_change_the_catalogue(
             {"token_service_url": "", "token_service_lambda_arn": "arn:aws:s3:::bucket"},
             "token_service_lambda_arn",
         ),
+        ({"token_service_url": "http://seller.acme-geo.test"}, "token_service_url"),
+        ({"seller_jwks_url": "http://10.0.0.8/.well-known/jwks.json"}, "seller_jwks_url"),
+        ({"seller_jwks_url": "ftp://seller.acme-geo.test/jwks.json"}, "seller_jwks_url"),
     ],
 )
 def test_listing_needs_known_content_types_and_one_token_service(
@@ -411,3 +414,16 @@ def test_the_schema_documents_the_proxy_path(world: World, subscriptions: dict) 
     assert {"401", "403", "413", "415", "429", "502", "503", "504"} <= set(invoke["responses"])
     assert "/api/v1/subscriptions/{id}/authorize/" in paths
     assert "/api/v1/listings/{product_code}/" in paths
+
+
+def test_a_seller_stand_in_on_this_machine_may_use_plain_http(world: World) -> None:
+    response = api(world, "platform_admin").post(
+        "/api/v1/listings/",
+        {
+            **NEW_LISTING,
+            "token_service_url": "http://127.0.0.1:8120",
+            "seller_jwks_url": "http://localhost:8120/.well-known/jwks.json",
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
