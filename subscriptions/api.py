@@ -13,13 +13,14 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, NotFound
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
@@ -256,6 +257,9 @@ class FirstRendererNegotiation(BaseContentNegotiation):
         return renderer, renderer.media_type
 
 
+_AUDITED_ACTIONS = {"authorize": "subscription.authorized", "invocations": "subscription.invoked"}
+
+
 class SubscriptionViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -277,7 +281,20 @@ class SubscriptionViewSet(
         return selectors.subscription_for_member(self.request.user, self.kwargs["pk"])
 
     def handle_exception(self, exc: Exception) -> Response:
-        """The API's error answer, plus ``Retry-After`` when the error says when to retry."""
+        """The API's error answer, plus ``Retry-After`` when the error says when to retry.
+
+        A call refused before the view runs (no or a bad Cognito token) is audited here: every
+        authorize and invoke is an audit event, allowed or refused.
+        """
+        action_name = _AUDITED_ACTIONS.get(getattr(self, "action", None) or "")
+        if action_name and isinstance(exc, (NotAuthenticated, AuthenticationFailed)):
+            access.unknown_subscription_record(
+                action=action_name,
+                principal=AnonymousUser(),
+                subscription_ref=str(self.kwargs.get("pk", "")),
+                request=self.request._request,
+                reason=str(exc.get_codes()),
+            )
         response = super().handle_exception(exc)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
@@ -362,7 +379,7 @@ class SubscriptionViewSet(
                     "`X-Result-Uri` (the S3 object it is stored in)."
                 ),
             ),
-            **_errors(401, 403, 404, 413, 415, 429, 502, 503, 504),
+            **_errors(401, 403, 404, 406, 413, 415, 429, 502, 503, 504),
         },
         summary="Run the model on a payload",
         description=(
@@ -370,6 +387,7 @@ class SubscriptionViewSet(
             "`Accept`, authenticated as usual plus the seller token in `X-Subscription-Token`. "
             "Errors: 401 `token_invalid`/`token_expired`; 403 `token_subscription_mismatch`, "
             "`not_a_member`, `may_not_invoke`, `subscription_inactive`; 413 `payload_too_large`; "
+            "406 `not_acceptable` (the model cannot answer in the `Accept` type); "
             "415 `unsupported_content_type`; 429 `throttled` (with `Retry-After`); "
             "502 `model_error` (the container's message), `upstream_error`, `result_not_stored`; "
             "503 `endpoint_unavailable`, `seller_unavailable`; 504 `upstream_timeout`."

@@ -50,6 +50,13 @@ class UnsupportedContentType(ServiceError):
     code = "unsupported_content_type"
 
 
+class NotAcceptable(ServiceError):
+    """The model cannot answer in the content type the caller's ``Accept`` asks for (406)."""
+
+    status = 406
+    code = "not_acceptable"
+
+
 class InvocationThrottled(ServiceError):
     """SageMaker throttled the call; retry after ``retry_after`` seconds (429)."""
 

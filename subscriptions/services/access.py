@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 
 from accounts.audit import audit_record
@@ -45,9 +46,15 @@ def invoke_permission_check(*, principal: User, subscription: Subscription) -> N
 
 
 def unknown_subscription_record(
-    *, action: str, principal: User, subscription_ref: str, request: HttpRequest | None = None
+    *,
+    action: str,
+    principal: User | AnonymousUser,
+    subscription_ref: str,
+    request: HttpRequest | None = None,
+    reason: str = "not_found",
 ) -> None:
-    """Audit an authorize or invoke for a subscription the principal cannot see (answered 404)."""
+    """Audit an authorize or invoke refused before its subscription was looked at: one the
+    principal cannot see (404), or a caller not signed in (401, ``reason`` says why)."""
     audit_record(
         action=action,
         outcome=AuditEvent.Outcome.REFUSED,
@@ -55,5 +62,5 @@ def unknown_subscription_record(
         actor=principal if principal.is_authenticated else None,
         target_type="subscription",
         target_id=subscription_ref[:128],
-        reason="not_found",
+        reason=reason,
     )

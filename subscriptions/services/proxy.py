@@ -31,6 +31,7 @@ from subscriptions.errors import (
     EndpointUnavailable,
     InvocationThrottled,
     ModelFailed,
+    NotAcceptable,
     PayloadTooLarge,
     UnsupportedContentType,
     UpstreamFailure,
@@ -44,8 +45,6 @@ from subscriptions.services.seller_tokens import seller_token_verify
 logger = logging.getLogger(__name__)
 
 _MODEL_MESSAGE_MAX = 1000
-# Counting JSON records means parsing the body; above this size the count is left at 0.
-_JSON_COUNT_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -292,6 +291,10 @@ def _invoke_error(exc: aws_gateway.AwsError, endpoint_name: str) -> ServiceError
             original_status = int(response.get("OriginalStatusCode"))
         except (TypeError, ValueError):
             original_status = None
+        if original_status == 406:  # the caller's Accept, not a failure of the model
+            return NotAcceptable(
+                f"The model cannot answer in the type asked for (Accept): {original or message}"
+            )
         return ModelFailed(
             f"The model failed: {original or message or exc}", original_status=original_status
         )
@@ -343,7 +346,8 @@ def _count_records(body: bytes, media_type: str) -> int:
         return sum(1 for line in body.splitlines() if line.strip())
     if media_type == "text/csv":
         return max(sum(1 for line in body.splitlines() if line.strip()) - 1, 0)
-    if media_type == "application/json" and len(body) <= _JSON_COUNT_MAX_BYTES:
+    if media_type == "application/json":
+        # A parse, as the model makes one: the body is within the payload limit (6 MB) by now.
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth

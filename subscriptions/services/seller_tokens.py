@@ -16,6 +16,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,6 +54,7 @@ class SellerToken:
 
     token: str = field(repr=False)
     expires_at: datetime
+    cached: bool = field(default=False, compare=False)  # from the cache, not the seller just now
 
 
 def _cache_key(subscription: Subscription) -> str:
@@ -84,15 +87,18 @@ def subscription_authorize(
     token the seller issues, but not each reuse of a cached one: the chunk's invocation is audited.
     """
     lob = subscription.lob
-    cached = False
     try:
         invoke_permission_check(principal=principal, subscription=subscription)
         seller_token = _cached_token(subscription)
-        if seller_token is not None:
-            cached = True
-        else:
-            seller_token = _seller_token_fetch(subscription=subscription, principal=principal)
-            _cache_token(subscription, seller_token)
+        if seller_token is None:
+            with _one_fetch_at_a_time(subscription):
+                # Another caller may have fetched it while this one waited.
+                seller_token = _cached_token(subscription)
+                if seller_token is None:
+                    seller_token = _seller_token_fetch(
+                        subscription=subscription, principal=principal
+                    )
+                    _cache_token(subscription, seller_token)
     except ServiceError as exc:
         audit_record(
             action="subscription.authorized",
@@ -108,7 +114,7 @@ def subscription_authorize(
             detail={"product_code": subscription.listing.product_code, "message": str(exc)[:300]},
         )
         raise
-    if cached and not audit_reuse:
+    if seller_token.cached and not audit_reuse:
         return seller_token
     audit_record(
         action="subscription.authorized",
@@ -121,13 +127,48 @@ def subscription_authorize(
         detail={
             "product_code": subscription.listing.product_code,
             "expires_at": seller_token.expires_at.isoformat(),
-            "cached": cached,
+            "cached": seller_token.cached,
         },
     )
     return seller_token
 
 
 # --- The cache ------------------------------------------------------------------------------------
+
+
+# How long callers wait for another caller's seller request before asking the seller themselves.
+_FETCH_WAIT_SECONDS = 10.0
+_FETCH_POLL_SECONDS = 0.05
+
+
+@contextmanager
+def _one_fetch_at_a_time(subscription: Subscription) -> Iterator[None]:
+    """One seller request per subscription at a time, across processes (a lock in the cache).
+
+    Many calls arriving together with no cached token (a job's workers starting, a burst of API
+    calls) would each ask the seller and each get a token of their own. The lock's holder asks;
+    the others wait until its token is in the cache, or until the lock's time is up (the holder
+    died, or the seller is slow) and then ask for themselves. A cache outage locks nothing.
+    """
+    key = f"{_cache_key(subscription)}:fetching"
+    deadline = time.monotonic() + _FETCH_WAIT_SECONDS
+    held = False
+    while True:
+        try:
+            held = cache.add(key, 1, timeout=int(_FETCH_WAIT_SECONDS) + 1)
+        except Exception:
+            break
+        if held or time.monotonic() >= deadline or _cached_token(subscription) is not None:
+            break
+        time.sleep(_FETCH_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        if held:
+            try:
+                cache.delete(key)
+            except Exception:
+                logger.warning("Could not release the seller request lock; it expires by itself")
 
 
 def _cached_token(subscription: Subscription) -> SellerToken | None:
@@ -141,7 +182,7 @@ def _cached_token(subscription: Subscription) -> SellerToken | None:
     expires_at = datetime.fromisoformat(value["expires_at"])
     if expires_at <= timezone.now():
         return None
-    return SellerToken(token=value["token"], expires_at=expires_at)
+    return SellerToken(token=value["token"], expires_at=expires_at, cached=True)
 
 
 def _cache_token(subscription: Subscription, seller_token: SellerToken) -> None:
@@ -288,7 +329,21 @@ def _token_from_answer(status: int, body: Any, seller_name: str) -> SellerToken:
         expires_at = _expiry(body)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SellerError("The seller's token service answered without a valid expiry.") from exc
+    signed_expiry = _signed_expiry(body["token"])
+    if signed_expiry is not None and signed_expiry < expires_at:
+        # The token's own exp is what the authorizer enforces: it is kept no longer than that.
+        expires_at = signed_expiry
     return SellerToken(token=body["token"], expires_at=expires_at)
+
+
+def _signed_expiry(token: str) -> datetime | None:
+    """The token's ``exp``, read without checking its signature (only to bound how long it is
+    cached; every call verifies it); None when it has none or is not a JWT."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return datetime.fromtimestamp(float(claims["exp"]), tz=UTC)
+    except (jwt.InvalidTokenError, RecursionError, KeyError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _expiry(body: dict[str, Any]) -> datetime:

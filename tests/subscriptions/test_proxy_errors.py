@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
 import time
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.db import connection
+from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, AwsAccount, Membership
 from subscriptions.errors import ModelFailed
 from subscriptions.models import Endpoint, Invocation, Subscription
+from subscriptions.services import seller_tokens
 from subscriptions.services.proxy import invocation_run
 from tests.subscriptions.conftest import (
     ACCOUNT_A,
@@ -486,3 +491,101 @@ def test_model_failure_carries_the_containers_own_status(
 
     assert failed.value.code == "model_error"
     assert failed.value.original_status == original_status
+
+
+# --- Found by a review of the path against its specification ------------------------------------
+
+
+def test_a_call_without_sign_in_is_refused_and_audited(proxy: ProxyWorld) -> None:
+    token = proxy.token()
+    anonymous = APIClient()
+    response = anonymous.generic(
+        "POST",
+        f"/api/v1/subscriptions/{proxy.subscription_a.pk}/invocations/",
+        b'{"email": "a@example.com"}\n',
+        content_type="application/jsonlines",
+        HTTP_X_SUBSCRIPTION_TOKEN=token,
+    )
+    bad_bearer = anonymous.post(
+        f"/api/v1/subscriptions/{proxy.subscription_a.pk}/authorize/",
+        HTTP_AUTHORIZATION="Bearer not-a-token",
+    )
+
+    assert response.status_code == 401 and bad_bearer.status_code == 401
+    invoked = AuditEvent.objects.get(action="subscription.invoked")
+    assert (invoked.outcome, invoked.reason, invoked.actor) == (
+        "refused",
+        "not_authenticated",
+        None,
+    )
+    assert invoked.target_id == str(proxy.subscription_a.pk)
+    authorized = AuditEvent.objects.filter(action="subscription.authorized", outcome="refused")
+    assert [event.reason for event in authorized] == ["token_invalid"]  # the bearer token's code
+    assert proxy.container_counter.calls["/invocations"] == 0
+
+
+def test_an_accept_the_model_cannot_answer_in_is_406_not_a_model_error(proxy: ProxyWorld) -> None:
+    response = proxy.invoke("analyst", proxy.subscription_a, token=proxy.token(), accept="text/xml")
+
+    body = assert_refused(response, 406, "not_acceptable")
+    assert "Accept" in body["detail"]
+    assert_recorded("not_acceptable")
+
+
+def test_the_records_of_a_large_json_call_are_counted(proxy: ProxyWorld) -> None:
+    records = [{"email": f"person{n}@example.com"} for n in range(30_000)]
+    body = json.dumps({"records": records}).encode()
+    assert len(body) > 1024 * 1024
+
+    response = proxy.invoke(
+        "analyst", proxy.subscription_a, token=proxy.token(), body=body,
+        content_type="application/json",
+    )  # fmt: skip
+
+    assert response.status_code == 200, response.content[:300]
+    assert Invocation.objects.get().records == 30_000
+
+
+def test_a_token_is_kept_no_longer_than_its_own_exp(proxy: ProxyWorld, monkeypatch) -> None:
+    # The seller says "valid an hour", but the token it signed expires in 5 s.
+    signed = proxy.sign(exp=int(time.time()) + 5)
+    monkeypatch.setattr(
+        seller_tokens,
+        "_ask_over_https",
+        lambda url, payload: (200, {"token": signed, "expires_in": 3600}),
+    )
+
+    answer = proxy.authorize("analyst", proxy.subscription_a).json()
+
+    expires_at = dt.datetime.fromisoformat(answer["expires_at"].replace("Z", "+00:00"))
+    assert expires_at.timestamp() <= time.time() + 5
+    assert seller_tokens._cached_token(proxy.subscription_a) is not None  # kept for ~4 s
+
+
+@pytest.mark.django_db(transaction=True)
+def test_callers_arriving_together_share_one_seller_request(proxy: ProxyWorld) -> None:
+    proxy.seller_counter.delay_s = 0.3
+    subscription = Subscription.objects.select_related("listing", "lob__aws_account").get(
+        pk=proxy.subscription_a.pk
+    )
+    analyst = proxy.world.user("analyst")
+    tokens: list[str] = []
+
+    def authorize() -> None:
+        try:
+            tokens.append(
+                seller_tokens.subscription_authorize(
+                    subscription=subscription, principal=analyst
+                ).token
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=authorize) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(tokens) == 6 and len(set(tokens)) == 1
+    assert proxy.seller_counter.calls["/auth/init"] == 1
