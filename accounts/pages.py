@@ -17,12 +17,13 @@ from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import selectors
 from accounts.models import Lob, Membership, User
 from accounts.services import aws_verification, tenancy
 from portal.errors import ServiceError
+from portal.views import form_action
 
 LobView = Callable[..., HttpResponse]
 
@@ -151,7 +152,7 @@ def lob_detail(request: HttpRequest, lob: Lob) -> HttpResponse:
 # --- Managing members -----------------------------------------------------------------------------
 
 
-@require_POST
+@form_action
 @login_required
 @lob_scoped
 @managers_only
@@ -183,7 +184,7 @@ def lob_member_add(request: HttpRequest, lob: Lob) -> HttpResponse:
     return _lob_page(lob, "members")
 
 
-@require_POST
+@form_action
 @login_required
 @lob_scoped
 @managers_only
@@ -236,7 +237,7 @@ def lob_member_remove(request: HttpRequest, lob: Lob, membership_id: int) -> Htt
 # --- The AWS account ------------------------------------------------------------------------------
 
 
-@require_POST
+@form_action
 @login_required
 @lob_scoped
 @managers_only

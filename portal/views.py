@@ -1,10 +1,15 @@
-"""Pages of the portal itself: the dashboard, and the answer to a path that names nothing."""
+"""Pages of the portal itself: the dashboard, the answer to a path that names nothing, and the
+decorator of the pages' form actions."""
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors
 
@@ -22,3 +27,18 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return defaults.page_not_found(request, exception)
+
+
+def form_action(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A page's form action: POST only, and a GET (the URL left in the address bar after the form
+    answered, opened again or bookmarked) goes back to the page the form is on, its parent path
+    (``/jobs/<id>/cancel/`` → ``/jobs/<id>/``), instead of a blank 405."""
+    posted = require_POST(view)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method in ("GET", "HEAD"):
+            return HttpResponseRedirect(request.path.rstrip("/").rsplit("/", 1)[0] + "/")
+        return posted(request, *args, **kwargs)
+
+    return wrapper

@@ -30,13 +30,15 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from accounts.models import AuditEvent, User
 from accounts.selectors import lobs_visible_to, may_invoke
 from portal import aws_gateway
 from portal.errors import NotFoundError, NotPermitted, ServiceError
+from portal.views import form_action
 from subscriptions import selectors
 from subscriptions.errors import UpstreamFailure
 from subscriptions.models import Job, JobChunk, Subscription
@@ -292,8 +294,12 @@ def _cell(value: Any) -> str:
 
 
 def job_preview(job: Job, principal: User) -> Preview | None:
-    """The first output records of a finished job with output; None when there is nothing."""
-    if not (job.is_finished and job.output_uri):
+    """The first output records of a finished job: from its merged output, or for a job stopped
+    before the merge (cancelled) from the parts its finished chunks wrote; None when there are
+    none."""
+    if not job.is_finished:
+        return None
+    if not job.output_uri and not job.chunks.exclude(output_key="").exists():
         return None
     try:
         available, records = jobs.job_results(
@@ -434,7 +440,7 @@ def job_download(request: HttpRequest, job_id: str) -> HttpResponse:
     return response
 
 
-@require_POST
+@form_action
 @login_required
 def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     """``POST /jobs/<id>/cancel/``: stop the job (analysts and admins of its LOB)."""
@@ -450,7 +456,7 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     messages.success(
         request,
         f"Job cancelled: {job.records_done:,} of {job.records_total:,} records were done; "
-        "their results are kept.",
+        "their results are kept and shown below (a cancelled job writes no merged file).",
     )
     return redirect("job-detail", job.pk)
 
@@ -501,7 +507,7 @@ def job_content_type(upload: Any, chosen: str) -> str:
 
 
 @csrf_exempt
-@require_POST
+@form_action
 @login_required
 def subscription_job_submit(request: HttpRequest, subscription_id: int) -> HttpResponse:
     """``POST /subscriptions/<id>/jobs/``: submit the uploaded file as a job, then show the job.
@@ -586,7 +592,9 @@ def _subscription_job_submit(request: HttpRequest, subscription_id: int) -> Http
         upload.close()  # the temporary file goes now, not when the request is collected
     if not created:
         messages.info(request, "This form was already submitted: here is the job it started.")
-    return redirect("job-detail", job.pk)
+    # The form posts to .../jobs/#jobs (a refusal shows under it); a fragment of its own keeps the
+    # browser from carrying "#jobs" over to the job page.
+    return HttpResponseRedirect(reverse("job-detail", args=[job.pk]) + "#progress")
 
 
 def new_idempotency_key() -> str:

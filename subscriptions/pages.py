@@ -22,11 +22,12 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from accounts.models import User
 from accounts.selectors import may_invoke
 from portal.errors import NotFoundError, NotPermitted, ServiceError
+from portal.views import form_action
 from subscriptions import selectors
 from subscriptions.models import CONTENT_TYPES, Endpoint, Invocation, Subscription
 from subscriptions.services import access, endpoints, proxy, seller_tokens
@@ -241,7 +242,7 @@ def page_status_for(exc: ServiceError) -> int:
     return exc.status if exc.status < 500 else 200
 
 
-@require_POST
+@form_action
 @login_required
 def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse:
     """``POST /subscriptions/<id>/try/``: run the model on pasted records through the proxy path.
@@ -307,7 +308,7 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
 # --- The endpoint ---------------------------------------------------------------------------------
 
 
-@require_POST
+@form_action
 @login_required
 def subscription_sync_endpoint(request: HttpRequest, subscription_id: int) -> HttpResponse:
     """``POST /subscriptions/<id>/sync-endpoint/``: DescribeEndpoint now (platform/LOB admins)."""

@@ -334,17 +334,24 @@ def test_unknown_membership_id_is_a_404(world: World) -> None:
     ],
 )
 def test_changes_are_never_made_by_get(world: World, path: str) -> None:
+    events = AuditEvent.objects.count()
+
     response = world.client_for("lob_admin").get(path)
 
-    assert response.status_code == 405
+    # Back to the page the form is on (the URL opened again from the address bar), nothing done.
+    assert (response.status_code, response["Location"]) == (302, "/lobs/lob-a/")
+    assert AuditEvent.objects.count() == events
 
 
 def test_role_change_url_refuses_get(world: World) -> None:
     target = world.targets["lob-a"]
 
+    role = Membership.objects.get(pk=target.pk).role
+
     response = world.client_for("lob_admin").get(f"/lobs/lob-a/members/{target.pk}/")
 
-    assert response.status_code == 405
+    assert (response.status_code, response["Location"]) == (302, "/lobs/lob-a/members/")
+    assert Membership.objects.get(pk=target.pk).role == role
 
 
 def test_inactive_lob_is_refused_to_its_members_but_shown_to_platform_admins(

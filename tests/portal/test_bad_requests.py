@@ -202,6 +202,31 @@ def test_a_page_path_that_names_nothing_is_an_html_404(client) -> None:
     response = client.get("/nothing-here/")
     assert response.status_code == 404
     assert "json" not in response["Content-Type"]
+    page = response.content.decode()
+    assert "Not found" in page and "/nothing-here/" in page and 'href="/"' in page
+
+
+@pytest.mark.parametrize(
+    ("path", "back"),
+    [
+        ("/subscriptions/{sub}/try/", "/subscriptions/{sub}/"),
+        ("/subscriptions/{sub}/jobs/", "/subscriptions/{sub}/"),
+        ("/lobs/lob-a/members/", "/lobs/lob-a/"),
+    ],
+)
+def test_a_form_actions_url_opened_again_goes_back_to_its_page(
+    world: World, client, path: str, back: str
+) -> None:
+    # The URL a form posted to stays in the address bar after an error; opening it again (a new
+    # tab, a bookmark, Enter) lands on the form's page, not a blank 405.
+    subscription = SubscriptionFactory(lob=world.lob_a)
+    client.force_login(world.user("lob_admin"))
+
+    response = client.get(path.format(sub=subscription.pk))
+
+    assert response.status_code == 302
+    assert response["Location"] == back.format(sub=subscription.pk)
+    assert client.get(response["Location"]).status_code == 200
 
 
 def test_deleting_a_lob_with_subscriptions_is_409_and_keeps_it(world: World) -> None:

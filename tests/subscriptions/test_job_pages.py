@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.models import AuditEvent
 from portal import aws_gateway, celery_app
 from portal.query_count import count_queries
-from subscriptions import job_pages
+from subscriptions import job_pages, tasks
 from subscriptions.models import Job, JobChunk, Subscription
 from subscriptions.services import jobs
 from tests.subscriptions.conftest import ProxyWorld
@@ -34,7 +34,7 @@ from tests.tenancy_world import World
 
 pytestmark = pytest.mark.django_db
 
-JOB_URL = re.compile(r"^/jobs/([0-9a-f-]{36})/$")
+JOB_URL = re.compile(r"^/jobs/([0-9a-f-]{36})/#progress$")  # the job page, at its progress
 
 
 @pytest.fixture
@@ -958,5 +958,24 @@ def test_cancel_is_csrf_protected_and_post_only(
     strict = client_for(world.world, "analyst", enforce_csrf_checks=True)
 
     assert strict.post(f"/jobs/{job.pk}/cancel/").status_code == 403
-    assert client_for(world.world, "analyst").get(f"/jobs/{job.pk}/cancel/").status_code == 405
+    opened = client_for(world.world, "analyst").get(f"/jobs/{job.pk}/cancel/")
+    assert (opened.status_code, opened["Location"]) == (302, f"/jobs/{job.pk}/")
     assert Job.objects.get(pk=job.pk).status == Job.Status.QUEUED
+
+
+def test_a_cancelled_job_shows_the_results_of_its_finished_chunks(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job = queued_job(world, django_capture_on_commit_callbacks)  # 7 records, 3 chunks
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING)
+    with django_capture_on_commit_callbacks(execute=False):
+        tasks.job_chunk_run.apply(args=(str(job.pk), 0))  # the first chunk finishes
+    client = client_for(world.world, "analyst")
+
+    client.post(f"/jobs/{job.pk}/cancel/")
+    page = client.get(f"/jobs/{job.pk}/")
+
+    preview = page.context["preview"]
+    assert [row["cells"][:2] for row in preview.rows] == [["0", "2"], ["1", "3"], ["2", "4"]]
+    assert 'data-testid="preview-parts"' in text_of(page)
+    assert not Job.objects.get(pk=job.pk).output_uri

@@ -389,8 +389,14 @@ def test_sync_is_refused_to_those_who_may_not_manage(catalog: Catalog, principal
 def test_pages_refuse_the_wrong_method(catalog: Catalog) -> None:
     client = catalog.client("analyst")
 
-    assert client.get(f"/subscriptions/{catalog.own.pk}/try/").status_code == 405
-    assert client.get(f"/subscriptions/{catalog.own.pk}/sync-endpoint/").status_code == 405
+    # A form action opened with GET goes back to its page; nothing is run.
+    for action in ("try", "sync-endpoint"):
+        response = client.get(f"/subscriptions/{catalog.own.pk}/{action}/")
+        assert (response.status_code, response["Location"]) == (
+            302,
+            f"/subscriptions/{catalog.own.pk}/",
+        )
+    assert not Invocation.objects.exists()
     assert client.post("/subscriptions/").status_code == 405
 
 
