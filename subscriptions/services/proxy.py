@@ -296,7 +296,8 @@ def _invoke_error(exc: aws_gateway.AwsError, endpoint_name: str) -> ServiceError
                 f"The model cannot answer in the type asked for (Accept): {original or message}"
             )
         return ModelFailed(
-            f"The model failed: {original or message or exc}", original_status=original_status
+            f"The model failed: {_model_message(original) or message or exc}",
+            original_status=original_status,
         )
     if isinstance(exc, aws_gateway.Unreachable):
         if type(cause).__name__ == "ReadTimeoutError":
@@ -314,6 +315,23 @@ def _invoke_error(exc: aws_gateway.AwsError, endpoint_name: str) -> ServiceError
     if exc.aws_code in ("ValidationError", "ValidationException"):
         return EndpointUnavailable(f"SageMaker refused the call to {endpoint_name}: {exc}")
     return UpstreamFailure(f"The call to {endpoint_name} failed: {exc}")
+
+
+def _model_message(original: str) -> str:
+    """The container's error as people read it: its ``message`` (and ``error`` code) when it
+    answered a JSON object with them, as most containers do, else its body as it came."""
+    try:
+        body = json.loads(original)
+    except (ValueError, RecursionError):
+        return original
+    if not isinstance(body, dict):
+        return original
+    message, code = body.get("message"), body.get("error") or body.get("code")
+    message = message if isinstance(message, str) and message else ""
+    code = code if isinstance(code, str) and code else ""
+    if message and code:
+        return f"{message} ({code})"
+    return message or code or original
 
 
 def result_key(*, subscription: Subscription, invocation_id: uuid.UUID, at: datetime) -> str:

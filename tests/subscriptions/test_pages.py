@@ -525,7 +525,7 @@ def test_try_it_escapes_error_messages(proxy: ProxyWorld) -> None:
 @pytest.mark.parametrize(
     ("knobs", "code", "status", "message"),
     [
-        ({"error_rate": 1.0}, "model_error", 200, '"error": "internal"'),
+        ({"error_rate": 1.0}, "model_error", 200, "The model failed: internal"),
         ({"throttle_rate": 1.0}, "throttled", 429, "throttling"),
     ],
 )
