@@ -180,7 +180,7 @@ def lob_member_add(request: HttpRequest, lob: Lob) -> HttpResponse:
     except ServiceError as exc:
         _refused(request, f"Could not add {username}", exc)
     else:
-        messages.success(request, f"Added {user.username} as {membership.role}.")
+        messages.success(request, f"Added {user.username} as {membership.get_role_display()}.")
     return _lob_page(lob, "members")
 
 
@@ -196,7 +196,9 @@ def lob_member_update(request: HttpRequest, lob: Lob, membership_id: int) -> Htt
     role = request.POST.get("role", "")
     username = membership.user.username
     if role == membership.role:
-        messages.info(request, f"{username} is already {membership.role}; nothing changed.")
+        messages.info(
+            request, f"{username} is already {membership.get_role_display()}; nothing changed."
+        )
         return _lob_page(lob, "members")
     try:
         tenancy.membership_update(
@@ -205,7 +207,7 @@ def lob_member_update(request: HttpRequest, lob: Lob, membership_id: int) -> Htt
     except ServiceError as exc:
         _refused(request, f"Could not change {username}'s role", exc)
     else:
-        messages.success(request, f"{username} is now {membership.role}.")
+        messages.success(request, f"{username} is now {membership.get_role_display()}.")
     return _lob_page(lob, "members")
 
 

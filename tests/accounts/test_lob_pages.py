@@ -416,7 +416,7 @@ def test_lob_admin_adds_a_member_audited_and_queued_for_publication(world: World
 
     assert response.status_code == 302
     assert response["Location"] == "/lobs/lob-a/#members"
-    assert messages_of(response) == ["Added alice as analyst."]
+    assert messages_of(response) == ["Added alice as Analyst."]
     membership = Membership.objects.get(user=world.newcomer, lob=world.lobs["lob-a"])
     assert membership.role == "analyst"
     event = AuditEvent.objects.get(action="membership.created")
@@ -435,7 +435,7 @@ def test_lob_admin_changes_a_role_audited(world: World) -> None:
 
     response = client.post(f"/lobs/lob-a/members/{target.pk}/", {"role": "admin"})
 
-    assert messages_of(response) == ["lob-a-viewer is now admin."]
+    assert messages_of(response) == ["lob-a-viewer is now LOB admin."]
     target.refresh_from_db()
     assert target.role == "admin"
     event = AuditEvent.objects.get(action="membership.updated")
@@ -451,7 +451,7 @@ def test_saving_the_same_role_changes_nothing(world: World) -> None:
         f"/lobs/lob-a/members/{target.pk}/", {"role": "viewer"}
     )
 
-    assert messages_of(response) == ["lob-a-viewer is already viewer; nothing changed."]
+    assert messages_of(response) == ["lob-a-viewer is already Viewer; nothing changed."]
     assert not AuditEvent.objects.filter(action="membership.updated").exists()
 
 

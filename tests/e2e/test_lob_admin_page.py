@@ -85,7 +85,7 @@ def test_lob_admin_adds_a_viewer_and_verifies_the_account(
     add.get_by_label("Role", exact=True).select_option("viewer")
     add.get_by_role("button", name="Add member").click()
 
-    expect(page.locator(".messages")).to_have_text("Added user-lob-b as viewer.")
+    expect(page.locator(".messages")).to_have_text("Added user-lob-b as Viewer.")
     row = page.get_by_test_id("member-user-lob-b")
     expect(row).to_contain_text("Bob Analyst")
     expect(row.get_by_label("Role of user-lob-b")).to_have_value("viewer")
