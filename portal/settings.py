@@ -196,8 +196,9 @@ API_ALLOWED_CLIENT_IDS = env.list(
 PORTAL_ADMIN_GROUP = env.str("PORTAL_ADMIN_GROUP", default="portal-admins")
 JWKS_CACHE_SECONDS = env.int("JWKS_CACHE_SECONDS", default=3600)
 # An unknown `kid` refetches the JWKS, but not more often than this, so forged tokens cannot make
-# the portal hammer the identity provider.
-JWKS_MIN_REFRESH_SECONDS = env.int("JWKS_MIN_REFRESH_SECONDS", default=30)
+# the portal hammer the identity provider (one fetch in 5 s per process is nothing to it). Short,
+# because until the next fetch a key the issuer has just started signing with is refused.
+JWKS_MIN_REFRESH_SECONDS = env.int("JWKS_MIN_REFRESH_SECONDS", default=5)
 TOKEN_LEEWAY_SECONDS = env.int("TOKEN_LEEWAY_SECONDS", default=30)
 
 AUTHENTICATION_BACKENDS = ["accounts.oidc.CognitoOIDCBackend"]
