@@ -1,9 +1,11 @@
 """Top-level URLs: pages, sign-in, health, Django admin and the versioned REST API."""
 
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.routers import DefaultRouter
 
 from accounts.api import (
@@ -36,14 +38,26 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("subscriptions.urls")),
     path("healthz", health.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the admin's, the API docs').
+    path("favicon.ico", RedirectView.as_view(url="/static/img/gatehouse.svg", permanent=True)),
     path("readyz", health.readyz, name="readyz"),
     # The admin has no password form of its own: it signs in through Cognito like every page.
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/logout/", SignOutView.as_view()),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The API's description is for people and programs that may use it: signed in (a session or
+    # a Cognito bearer token) — the docs page sends browsers to sign in first.
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]),
+        name="schema",
+    ),
+    path(
+        "api/docs/",
+        login_required(SpectacularSwaggerView.as_view(url_name="schema")),
+        name="swagger-ui",
+    ),
 ]
 
 handler404 = "portal.views.not_found"

@@ -11,6 +11,27 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def client(client: Client, django_user_model) -> Client:
+    """Signed in: the API's description is for its users."""
+    client.force_login(django_user_model.objects.create(username="reader", idp_subject="sub-r"))
+    return client
+
+
+def test_the_api_description_is_for_signed_in_users_only() -> None:
+    anonymous = Client()
+    schema = anonymous.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    docs = anonymous.get("/api/docs/")
+
+    assert schema.status_code in (401, 403) and schema.json()["code"]
+    assert docs.status_code == 302 and docs["Location"].startswith("/login/?next=/api/docs/")
+
+
+def test_the_favicon_is_the_portals_icon() -> None:
+    response = Client().get("/favicon.ico")
+    assert (response.status_code, response["Location"]) == (301, "/static/img/gatehouse.svg")
+
+
 def test_schema_documents_me_and_bearer_auth(client: Client) -> None:
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
