@@ -6,7 +6,9 @@
  *                              chunks_total, percent), [data-bar=ok|failed] are the bar's parts,
  *                              [role=progressbar] carries aria-valuenow, [data-show-if=NAME] hides
  *                              while job[NAME] is 0;
- *   [data-job-status]          the status the page was rendered with (finished jobs are not polled);
+ *   [data-job-status]          the status the page was rendered with (finished jobs are not polled,
+ *                              except for [data-job-settling-ms] after a cancel: chunks under way
+ *                              are still counted, and followed that long);
  *   [data-job-status-pill]     the job's status pill;
  *   [data-job-live]            on the job page: replaced by GET data-live-url when the status
  *                              changes, for what only the server knows (timeline, preview, buttons),
@@ -35,8 +37,12 @@
   };
   var PILL_CLASSES = ["ok", "bad", "off", "run", "warn"];
 
+  // A job seen cancelled while polled is followed this long (chunks under way are still counted).
+  var SETTLE_MS = 30000;
+
   var known = {};  // job id → the status last shown
   var stopped = {};  // job id → true once finished or refused (403/404)
+  var settleUntil = {};  // job id → until when a cancelled job is still followed
   var chunksShown = {};  // job id → chunks_done when its live part was last rendered
   var refreshedAt = {};  // job id → when its live part was last asked for
   var delay = INTERVAL_MS;
@@ -44,12 +50,16 @@
 
   function isFinished(status) { return FINISHED.indexOf(status) >= 0; }
 
+  function settles(id) { return (settleUntil[id] || 0) > Date.now(); }
+
   function collect() {
     var nodes = document.querySelectorAll("[data-job-status][data-job-id]");
     for (var i = 0; i < nodes.length; i++) {
       var id = nodes[i].dataset.jobId;
       if (!(id in known)) { known[id] = nodes[i].dataset.jobStatus; }
-      if (isFinished(known[id])) { stopped[id] = true; }
+      var settling = Number(nodes[i].dataset.jobSettlingMs || 0);
+      if (settling > 0 && !(id in settleUntil)) { settleUntil[id] = Date.now() + settling; }
+      if (isFinished(known[id]) && !settles(id)) { stopped[id] = true; }
     }
   }
 
@@ -120,7 +130,8 @@
     }
     var changed = known[job.id] !== job.status;
     known[job.id] = job.status;
-    if (isFinished(job.status)) { stopped[job.id] = true; }
+    if (changed && job.status === "cancelled") { settleUntil[job.id] = Date.now() + SETTLE_MS; }
+    if (isFinished(job.status) && !settles(job.id)) { stopped[job.id] = true; }
     if (!(job.id in chunksShown)) { chunksShown[job.id] = job.chunks_done; }
     var moved = chunksShown[job.id] !== job.chunks_done &&
       Date.now() - (refreshedAt[job.id] || 0) >= LIVE_REFRESH_MS;

@@ -10,6 +10,7 @@ from typing import Any
 
 from django import template
 from django.conf import settings
+from django.utils import timezone
 
 from subscriptions import job_pages
 from subscriptions.models import Job, Subscription
@@ -44,6 +45,20 @@ def job_upload_card(context: template.Context, subscription: Subscription) -> di
         "latest_jobs": latest,
         "csrf_token": context.get("csrf_token"),
     }
+
+
+# After a cancel, a chunk whose model call was under way still writes its part and is counted
+# (within a chunk's call and write: seconds). The page follows the job this much longer.
+CANCEL_SETTLE_SECONDS = 30
+
+
+@register.filter
+def settling_ms(job: Job) -> int:
+    """Milliseconds the page should still follow a job cancelled moments ago; 0 otherwise."""
+    if job.status != Job.Status.CANCELLED or job.finished_at is None:
+        return 0
+    left = CANCEL_SETTLE_SECONDS - (timezone.now() - job.finished_at).total_seconds()
+    return max(int(left * 1000), 0)
 
 
 @register.filter

@@ -979,3 +979,20 @@ def test_a_cancelled_job_shows_the_results_of_its_finished_chunks(
     assert [row["cells"][:2] for row in preview.rows] == [["0", "2"], ["1", "3"], ["2", "4"]]
     assert 'data-testid="preview-parts"' in text_of(page)
     assert not Job.objects.get(pk=job.pk).output_uri
+
+
+def test_a_job_cancelled_moments_ago_is_followed_a_while_longer(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    # A chunk under way at the cancel is still counted: the page keeps polling for 30 s.
+    job = queued_job(world, django_capture_on_commit_callbacks)
+    client = client_for(world.world, "analyst")
+    client.post(f"/jobs/{job.pk}/cancel/")
+
+    just_now = client.get(f"/jobs/{job.pk}/")
+    settle = re.search(r'data-job-settling-ms="(\d+)"', text_of(just_now))
+    Job.objects.filter(pk=job.pk).update(finished_at=timezone.now() - timedelta(seconds=31))
+    later = client.get(f"/jobs/{job.pk}/")
+
+    assert settle and 25_000 < int(settle.group(1)) <= 30_000
+    assert "data-job-settling-ms" not in text_of(later)
