@@ -6,6 +6,7 @@
  *                              chunks_total, percent), [data-bar=ok|failed] are the bar's parts,
  *                              [role=progressbar] carries aria-valuenow, [data-show-if=NAME] hides
  *                              while job[NAME] is 0;
+ *   [data-job-shown]           "chunks_done:records_done" the page was rendered with;
  *   [data-job-status]          the status the page was rendered with (finished jobs are not polled,
  *                              except for [data-job-settling-ms] after a cancel: chunks under way
  *                              are still counted, and followed that long);
@@ -43,7 +44,9 @@
   var known = {};  // job id → the status last shown
   var stopped = {};  // job id → true once finished or refused (403/404)
   var settleUntil = {};  // job id → until when a cancelled job is still followed
-  var chunksShown = {};  // job id → chunks_done when its live part was last rendered
+  // job id → chunks and records done when its live part was last rendered (after a cancel, a
+  // chunk under way adds records without adding a chunk: it was counted when it was skipped)
+  var chunksShown = {};
   var refreshedAt = {};  // job id → when its live part was last asked for
   var delay = INTERVAL_MS;
   var timer = null;
@@ -52,11 +55,16 @@
 
   function settles(id) { return (settleUntil[id] || 0) > Date.now(); }
 
+  function progressOf(job) { return job.chunks_done + ":" + job.records_done; }
+
   function collect() {
     var nodes = document.querySelectorAll("[data-job-status][data-job-id]");
     for (var i = 0; i < nodes.length; i++) {
       var id = nodes[i].dataset.jobId;
       if (!(id in known)) { known[id] = nodes[i].dataset.jobStatus; }
+      if (!(id in chunksShown) && nodes[i].dataset.jobShown) {
+        chunksShown[id] = nodes[i].dataset.jobShown;  // what the page was rendered with
+      }
       var settling = Number(nodes[i].dataset.jobSettlingMs || 0);
       if (settling > 0 && !(id in settleUntil)) { settleUntil[id] = Date.now() + settling; }
       if (isFinished(known[id]) && !settles(id)) { stopped[id] = true; }
@@ -132,11 +140,11 @@
     known[job.id] = job.status;
     if (changed && job.status === "cancelled") { settleUntil[job.id] = Date.now() + SETTLE_MS; }
     if (isFinished(job.status) && !settles(job.id)) { stopped[job.id] = true; }
-    if (!(job.id in chunksShown)) { chunksShown[job.id] = job.chunks_done; }
-    var moved = chunksShown[job.id] !== job.chunks_done &&
+    if (!(job.id in chunksShown)) { chunksShown[job.id] = progressOf(job); }
+    var moved = chunksShown[job.id] !== progressOf(job) &&
       Date.now() - (refreshedAt[job.id] || 0) >= LIVE_REFRESH_MS;
     if (changed || moved) {
-      chunksShown[job.id] = job.chunks_done;
+      chunksShown[job.id] = progressOf(job);
       refreshLive(job.id);
     }
   }
