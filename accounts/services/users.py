@@ -69,18 +69,30 @@ def _free_username(wanted: str, subject: str) -> str:
     return f"{wanted[:140]}-{subject[:8]}"
 
 
+def _admin_after(is_staff: bool, in_group: bool, channel: str) -> bool:
+    """Platform admin after this identity is seen. A browser sign-in decides; an API access token
+    may only take admin away, never give it back: Cognito does not revoke tokens when a group
+    changes, so a token issued before a revocation still names the group for up to its life."""
+    if channel == "api":
+        return is_staff and in_group
+    return in_group
+
+
 def user_sync_from_identity(
     *, identity: Identity, request: HttpRequest | None = None, channel: str
 ) -> User:
     """Find or create the user for this identity and refresh profile and platform-admin flag.
 
-    Called at every browser sign-in and when an API token names a user not seen before. Profile
-    fields the token does not carry (access tokens have no email) are left as they are.
+    Called at every browser sign-in and on every API call. Profile fields the token does not
+    carry (access tokens have no email) are left as they are; an API token never grants platform
+    admin to an existing user (see :func:`_admin_after`).
     """
     issuer = settings.COGNITO_ISSUER
-    is_admin = settings.PORTAL_ADMIN_GROUP in identity.groups
+    in_group = settings.PORTAL_ADMIN_GROUP in identity.groups
     existing = User.objects.filter(idp_issuer=issuer, idp_subject=identity.subject).first()
-    if existing is not None and not _needs_update(existing, identity, is_admin):
+    if existing is not None and not _needs_update(
+        existing, identity, _admin_after(existing.is_staff, in_group, channel)
+    ):
         # The common case on the API path: nothing to write.
         return existing
     try:
@@ -109,6 +121,7 @@ def user_sync_from_identity(
                 )
                 user.set_unusable_password()
             was_admin = user.is_staff
+            is_admin = in_group if created else _admin_after(was_admin, in_group, channel)
             if identity.email is not None:
                 user.email = identity.email
             first, last = _names(identity)
@@ -120,6 +133,7 @@ def user_sync_from_identity(
         # Another request created the same identity at the same moment: use that row.
         user = User.objects.get(idp_issuer=issuer, idp_subject=identity.subject)
         created, was_admin = False, user.is_staff
+        is_admin = was_admin
     if created:
         audit_record(
             action="user.created",

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.test import Client
 
 from accounts.models import AuditEvent, User
+from accounts.services.users import Identity, user_sync_from_identity
 
 pytestmark = pytest.mark.django_db
 
@@ -268,3 +269,29 @@ def test_imported_placeholder_is_claimed_by_its_cognito_user(client: Client, cog
     assert placeholder.idp_subject == cognito.sub("user-lob-b")
     assert placeholder.idp_issuer == cognito.pool.issuer
     assert User.objects.filter(username__startswith="user-lob-b").count() == 1
+
+
+def test_an_api_token_never_gives_back_platform_admin_taken_away(client: Client, cognito) -> None:
+    # Cognito does not revoke tokens when a group changes: a token issued while the person was
+    # an admin still names the group after a sign-in has taken admin away.
+    old_token = cognito.access_token("admin")
+    assert client.get(ME, **bearer(old_token)).json()["is_platform_admin"] is True
+    admin = User.objects.get(username="admin")
+    user_sync_from_identity(
+        identity=Identity(subject=admin.idp_subject, username="admin", groups=()),
+        channel="browser",
+    )  # signed in after leaving the group
+
+    response = client.get(ME, **bearer(old_token))
+
+    assert response.status_code == 200 and response.json()["is_platform_admin"] is False
+    assert not User.objects.get(pk=admin.pk).is_staff
+    assert not AuditEvent.objects.filter(
+        action="user.platform_admin_granted", target_id=str(admin.pk)
+    ).exists()
+    # ... while a browser sign-in in the group grants it again.
+    user_sync_from_identity(
+        identity=Identity(subject=admin.idp_subject, username="admin", groups=("portal-admins",)),
+        channel="browser",
+    )
+    assert User.objects.get(pk=admin.pk).is_staff
