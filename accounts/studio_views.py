@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -102,6 +103,35 @@ class StudioOpenView(APIView):
     permission_classes: list = []
     # Not part of the REST API's schema: it answers redirects, not resources.
     schema = None
+    # No HEAD: Django would answer it with get(), minting a URL (and auditing an open) for a link
+    # checker or a prefetch.
+    http_method_names = ["get", "options"]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> object:
+        # The answer is a redirect or an error in the form the client reads (wants_json): an
+        # unusual Accept must not end the attempt in DRF's 406 before it is audited.
+        return super().perform_content_negotiation(request, force=True)
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        """A bad bearer token is a refused attempt like any other: audited, and answered in the
+        view's own form."""
+        if isinstance(exc, AuthenticationFailed | NotAuthenticated):
+            lob_slug = str(self.kwargs.get("lob_slug", ""))
+            code = str(exc.get_codes())
+            studio.studio_refusal_record(
+                request=self.request._request, lob_slug=lob_slug, reason=code
+            )
+            response = JsonResponse(
+                {
+                    "detail": str(exc.detail),
+                    "code": code,
+                    "hint": "Send a current Cognito access token, or sign in in the browser.",
+                },
+                status=401,
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="gatehouse"'
+            return response
+        return super().handle_exception(exc)
 
     def get(self, request: Request, lob_slug: str) -> HttpResponse:
         """Mint the URL through the service and redirect to it."""

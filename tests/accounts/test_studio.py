@@ -740,3 +740,35 @@ def test_platform_admins_edit_domain_and_profile_in_the_django_admin(studio_worl
     assert {"membership.studio_profile_changed", "lob.studio_domain_changed"} <= actions
     response = studio_world.open("analyst")
     assert location_of(response)[1]["user"] == "studio-carol"
+
+
+# --- Found by the sign-in and Studio review -------------------------------------------------------
+
+
+def test_head_mints_no_url_and_audits_nothing(studio_world) -> None:
+    response = studio_world.client("analyst").head("/studio/lob-a/")
+
+    assert response.status_code == 405
+    assert studio_world.calls() == [] and events() == []
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/xml", "image/png"])
+def test_an_unusual_accept_is_still_answered_and_audited(studio_world, accept: str) -> None:
+    response = studio_world.open("analyst", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 302
+    assert [event.outcome for event in events()] == [AuditEvent.Outcome.SUCCESS]
+
+
+def test_a_bad_bearer_token_is_a_refused_attempt_with_a_hint(studio_world) -> None:
+    response = Client().get(
+        "/studio/lob-a/", HTTP_AUTHORIZATION="Bearer not-a-token", HTTP_ACCEPT=JSON
+    )
+
+    assert response.status_code == 401
+    body = response.json()
+    assert body["code"] == "token_invalid" and body["detail"] and body["hint"]
+    assert [(e.reason, e.outcome) for e in events()] == [
+        ("token_invalid", AuditEvent.Outcome.REFUSED)
+    ]
+    assert studio_world.calls() == []
