@@ -6,7 +6,6 @@ import logging
 
 import requests
 from django.conf import settings
-from django.contrib import auth
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -155,9 +154,11 @@ class SignOutView(OIDCLogoutView):
 
 @require_GET
 def signed_out_page(request: HttpRequest) -> HttpResponse:
-    """Where Cognito's /logout sends the browser back to."""
+    """Where Cognito's /logout sends the browser back to, after the sign-out (a POST) ended the
+    portal session. It ends nothing itself: a GET any site can send must not sign people out.
+    Someone still signed in who lands here goes to the dashboard."""
     if request.user.is_authenticated:
-        auth.logout(request)
+        return redirect("dashboard")
     return render(request, "accounts/signed_out.html")
 
 

@@ -252,3 +252,16 @@ def test_deactivated_user_cannot_sign_in(client: Client, cognito) -> None:
 
     assert response.status_code == 400
     assert AuditEvent.objects.filter(action="auth.sign_in", reason="inactive").exists()
+
+
+def test_the_signed_out_page_signs_nobody_out(client: Client, cognito) -> None:
+    # Any site can make a browser GET this page (SameSite=Lax sends the cookie on a top-level
+    # GET): only the POST sign-out ends a session.
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"))
+
+    landed = client.get("/signed-out/")
+
+    assert (landed.status_code, landed["Location"]) == (302, "/")
+    assert client.get("/").status_code == 200  # still signed in
+    client.post("/logout/")
+    assert "signed out" in client.get("/signed-out/").content.decode().lower()
