@@ -586,6 +586,11 @@ class GatehouseUserAdmin(PlatformAdminAccess, UserAdmin):
         """Users are created by signing in, never by hand."""
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """Users are deactivated, never deleted here: a deletion would bypass the audit trail and
+        leave the person in the Studio mapping table (and their history without its actor)."""
+        return False
+
     def save_model(self, request: HttpRequest, obj: User, form: object, change: bool) -> None:
         """Only the active flag is editable here; it goes through the service (audit, DynamoDB)."""
         if change and "is_active" in form.changed_data:

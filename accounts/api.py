@@ -7,6 +7,7 @@ found), changes go through the services (which check who may do what and write t
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 
 import django_filters
@@ -25,6 +26,7 @@ from accounts import selectors
 from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
 from accounts.services import aws_verification, tenancy
 from portal.api.filters import IsoDateTimeFilter
+from portal.api.negotiation import FirstRendererNegotiation
 from portal.api.permissions import PlatformAdminWrites
 
 # --- Me -------------------------------------------------------------------------------------------
@@ -478,22 +480,28 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = AuditEventFilter
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
-        return selectors.audit_events_visible_to(self.request.user).order_by("-occurred_at")
+        return selectors.audit_events_visible_to(self.request.user).order_by("-occurred_at", "-id")
 
     @extend_schema(
         responses={200: OpenApiResponse(OpenApiTypes.STR, description="text/csv")},
         summary="Export the (filtered) audit trail as CSV",
     )
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], content_negotiation_class=FirstRendererNegotiation)
     def export(self, request: Request) -> StreamingHttpResponse:
-        """Stream every matching event as CSV (same filters as the list)."""
+        """Stream every matching event as CSV (same filters as the list); ``detail`` as JSON."""
         events = self.filter_queryset(self.get_queryset())
         writer = csv.writer(_Echo())
+
+        def cell(event: AuditEvent, column: str) -> str:
+            value = getattr(event, column)
+            if column == "detail":
+                value = json.dumps(value, sort_keys=True, default=str)
+            return _csv_safe(value)
 
         def rows() -> Iterator[str]:
             yield writer.writerow(CSV_COLUMNS)
             for event in events.iterator(chunk_size=1000):
-                yield writer.writerow([_csv_safe(getattr(event, column)) for column in CSV_COLUMNS])
+                yield writer.writerow([cell(event, column) for column in CSV_COLUMNS])
 
         response = StreamingHttpResponse(rows(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="gatehouse-audit.csv"'

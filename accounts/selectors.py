@@ -110,3 +110,17 @@ def audit_events_visible_to(user: User) -> QuerySet[AuditEvent]:
         id__in=member_lob_ids(user, roles=(Membership.Role.ADMIN,))
     ).values("slug")
     return events.filter(Q(lob_slug__in=admin_slugs) & ~Q(lob_slug=""))
+
+
+def lob_slug_used_before(slug: str) -> bool:
+    """Whether a LOB that no longer exists had this slug (its creation or deletion is audited).
+
+    Such a slug names that LOB's audit trail and S3 objects: it is never given to another LOB.
+    Only the LOB's own events count, so a refused request naming a slug reserves nothing.
+    """
+    return (
+        not Lob.objects.filter(slug=slug).exists()
+        and AuditEvent.objects.filter(
+            action__in=("lob.created", "lob.deleted"), lob_slug=slug
+        ).exists()
+    )

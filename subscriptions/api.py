@@ -21,16 +21,16 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, NotFound
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import selectors as account_selectors
 from accounts.models import Lob
 from portal.api.filters import VisibleIdFilter, in_utc_range
+from portal.api.negotiation import FirstRendererNegotiation
 from portal.api.parsers import JSONParser
 from portal.api.permissions import PlatformAdminWrites
 from portal.errors import NotFoundError
@@ -242,19 +242,6 @@ class RawBodyParser(BaseParser):
                     break
                 drained += len(chunk)
         return body
-
-
-class FirstRendererNegotiation(BaseContentNegotiation):
-    """Ignore Accept when choosing a renderer: it is the model's business, passed through."""
-
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
-        return parsers[0] if parsers else None
-
-    def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = renderers[0]
-        return renderer, renderer.media_type
 
 
 _AUDITED_ACTIONS = {"authorize": "subscription.authorized", "invocations": "subscription.invoked"}

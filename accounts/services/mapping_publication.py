@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership, User
+from accounts.selectors import lob_slug_used_before
 from accounts.validators import (
     role_arn_account,
     validate_account_id,
@@ -675,6 +676,12 @@ def _import_lobs(
             )
             continue
         lob = Lob.objects.select_related("aws_account").filter(slug=slug).first()
+        if lob is None and lob_slug_used_before(slug):
+            result.conflicts.append(
+                f"{table}: skipped {slug}: a deleted LOB had this slug (its audit trail and "
+                "stored objects keep it); not re-created"
+            )
+            continue
         if lob is not None:
             if lob.aws_account.account_id != account_id:
                 result.conflicts.append(

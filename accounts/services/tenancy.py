@@ -15,7 +15,7 @@ from django.http import HttpRequest
 
 from accounts.audit import audit_record
 from accounts.models import AuditEvent, AwsAccount, Lob, Membership, User
-from accounts.selectors import may_manage_members
+from accounts.selectors import lob_slug_used_before, may_manage_members
 from accounts.services.mapping_publication import mapping_outbox_enqueue
 from portal.changes import audit_change, require_platform_admin, snapshot, validated_save
 from portal.errors import Conflict, NotPermitted, ServiceError
@@ -81,11 +81,17 @@ def aws_account_update(
             field="account_id",
         )
     before = snapshot(account, ACCOUNT_FIELDS, secret_fields=SECRET_FIELDS)
+    secrets_before = {name: getattr(account, name) for name in SECRET_FIELDS}
     for field, value in changes.items():
         if field in ACCOUNT_FIELDS:
             setattr(account, field, value)
     validated_save(account)
     after = snapshot(account, ACCOUNT_FIELDS, secret_fields=SECRET_FIELDS)
+    # A secret shows only as set or unset, so a new value in place of another looks unchanged:
+    # compared here, it is recorded as changed (never the value).
+    for name in sorted(SECRET_FIELDS):
+        if getattr(account, name) != secrets_before[name] and before[name] == after[name]:
+            after[name] = "(changed)"
     if before != after:
         audit_change(
             action="aws_account.updated",
@@ -142,13 +148,7 @@ def lob_create(*, acting_user: User, request: HttpRequest | None = None, **field
     """
     require_platform_admin(acting_user)
     lob = Lob(**{k: v for k, v in fields.items() if k in LOB_FIELDS})
-    if (
-        lob.slug
-        and not Lob.objects.filter(slug=lob.slug).exists()
-        and AuditEvent.objects.filter(
-            action__in=("lob.created", "lob.deleted"), lob_slug=lob.slug
-        ).exists()
-    ):
+    if lob.slug and lob_slug_used_before(lob.slug):
         raise Conflict(
             f"A LOB named {lob.slug!r} existed before; its audit trail and stored objects keep "
             "that name. Choose another slug.",

@@ -636,3 +636,13 @@ def test_deactivating_a_user_in_the_admin_is_audited_and_published(client: Clien
     assert target.is_active is False
     assert AuditEvent.objects.filter(action="user.deactivated", actor=admin).exists()
     assert MappingOutbox.objects.filter(kind="user", key="leaver").exists()
+
+
+def test_users_are_deactivated_never_deleted_in_the_admin(staff: Client, lob_admin: User) -> None:
+    # A deletion would bypass the audit trail and leave the person in the Studio mapping table.
+    page = staff.get(f"{ADMIN}/user/{lob_admin.pk}/delete/")
+    listing = staff.get(f"{ADMIN}/user/")
+
+    assert page.status_code == 403
+    assert "delete_selected" not in listing.content.decode()
+    assert User.objects.filter(pk=lob_admin.pk).exists()

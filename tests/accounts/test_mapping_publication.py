@@ -6,6 +6,7 @@ Every table here is a real DynamoDB table in moto, reached over HTTP through the
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import io
 import threading
 import uuid
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
@@ -777,3 +779,31 @@ def test_import_refuses_bad_arguments(tables: Tables) -> None:
             "mars-1",
             stdout=io.StringIO(),
         )
+
+
+def test_import_does_not_bring_back_a_deleted_lobs_slug(tables: Tables) -> None:
+    # Its item may still be in the table (the deletion not drained yet, DynamoDB down).
+    AuditEvent.objects.create(action="lob.deleted", outcome="success", lob_slug="lob-old")
+    tables.put_lob({"PK": "lob-old", "ACCOUNT_ID": ACCOUNT_A})
+    out = io.StringIO()
+
+    call_command("dynamodb_import", "--results-bucket", "imported-results", stdout=out)
+
+    assert not Lob.objects.filter(slug="lob-old").exists()
+    assert "a deleted LOB had this slug" in out.getvalue()
+
+
+def test_the_upgrade_queues_every_viewer_for_publication_again(settings) -> None:
+    # Before this version viewers were published; the migration queues them so the drain
+    # rewrites or deletes their items.
+    settings.DYNAMODB_PUBLICATION_ENABLED = True
+    migration = importlib.import_module("accounts.migrations.0004_republish_viewers")
+    viewer, analyst = user("vic"), user("ann")
+    lob_a = lob("lob-a")
+    Membership.objects.create(user=viewer, lob=lob_a, role=Membership.Role.VIEWER)
+    Membership.objects.create(user=analyst, lob=lob_a, role=Membership.Role.ANALYST)
+    MappingOutbox.objects.all().delete()
+
+    migration.republish_viewers(django_apps, None)
+
+    assert list(MappingOutbox.objects.values_list("kind", "key")) == [("user", "vic")]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership
@@ -437,3 +439,47 @@ def test_list_query_count_does_not_grow_with_page_size(world: World, path: str) 
         return counted.count
 
     assert queries(5) == queries(30) > 0
+
+
+def test_a_new_external_id_in_place_of_another_is_audited_as_changed(world: World) -> None:
+    admin = api_as(world, ADMIN)
+    admin.patch("/api/v1/aws-accounts/111111111111/", {"external_id": "first"}, format="json")
+    AuditEvent.objects.filter(action="aws_account.updated").delete()
+
+    admin.patch("/api/v1/aws-accounts/111111111111/", {"external_id": "second"}, format="json")
+
+    event = AuditEvent.objects.get(action="aws_account.updated")
+    assert (event.detail["before"]["external_id"], event.detail["after"]["external_id"]) == (
+        "(set)",
+        "(changed)",
+    )
+    assert "second" not in str(event.detail)
+
+
+def test_the_audit_export_answers_accept_text_csv_with_detail_as_json(world: World) -> None:
+    admin = api_as(world, ADMIN)
+    admin.patch("/api/v1/lobs/lob-a/", {"name": "Alpha"}, format="json")
+
+    response = admin.get("/api/v1/audit-events/export/", HTTP_ACCEPT="text/csv")
+
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    (row,) = [row for row in rows if row["action"] == "lob.updated"]
+    assert json.loads(row["detail"])["after"]["name"] == "Alpha"
+
+
+def test_audit_pages_neither_skip_nor_repeat_events_of_the_same_moment(world: World) -> None:
+    moment = timezone.now()
+    made = [
+        AuditEvent.objects.create(action="x.same", outcome="success", occurred_at=moment).pk
+        for _ in range(7)
+    ]
+    AuditEvent.objects.filter(pk__in=made).update(occurred_at=moment)
+    admin = api_as(world, ADMIN)
+
+    seen = []
+    for page in range(1, 8):
+        body = admin.get(f"/api/v1/audit-events/?action=x.same&page_size=1&page={page}").json()
+        seen += [event["id"] for event in body["results"]]
+
+    assert sorted(seen) == sorted(str(pk) for pk in made)
