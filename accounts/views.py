@@ -6,10 +6,12 @@ import logging
 
 import requests
 from django.conf import settings
+from django.contrib import auth
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET
 from mozilla_django_oidc.views import (
     OIDCAuthenticationCallbackView,
@@ -42,6 +44,11 @@ SIGN_IN_FAILURES = {
 }
 
 
+# What Cognito answers a prompt=none check when no sign-in of its own is alive (or the user is
+# disabled): the session has ended, which is not a failure to explain.
+SESSION_ENDED_ERRORS = frozenset({"login_required", "interaction_required", "consent_required"})
+
+
 def _sign_in_configured() -> bool:
     return bool(settings.OIDC_RP_CLIENT_ID and settings.COGNITO_USER_POOL_ID)
 
@@ -67,7 +74,11 @@ def login_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/login.html",
-        {"next": next_url, "configured": _sign_in_configured()},
+        {
+            "next": next_url,
+            "configured": _sign_in_configured(),
+            "ended": request.GET.get("ended") == "1",
+        },
     )
 
 
@@ -87,7 +98,14 @@ class SignInCallbackView(OIDCAuthenticationCallbackView):
     def get(self, request: HttpRequest) -> HttpResponse:
         """Handle Cognito's redirect back with a code (or an error)."""
         self.failure_code = "state_mismatch"
-        if request.GET.get("error"):
+        error = request.GET.get("error")
+        if error:
+            if request.GET.get("state", "") not in request.session.get("oidc_states", {}):
+                # Not the answer to a sign-in of this browser (a link anyone can send): refused
+                # without ending the session the browser has.
+                return self.login_failure()
+            if error in SESSION_ENDED_ERRORS:
+                return self._session_ended(error)
             self.failure_code = "provider_error"
         try:
             return super().get(request)
@@ -103,6 +121,24 @@ class SignInCallbackView(OIDCAuthenticationCallbackView):
             else:
                 self.failure_code = "provider_unavailable"
         return self.login_failure()
+
+    def _session_ended(self, error: str) -> HttpResponse:
+        """The session check (prompt=none) found no Cognito session for the user, or the user
+        disabled there: the portal session ends too, and the browser goes to sign in again."""
+        request = self.request
+        states = request.session.get("oidc_states", {})
+        states.pop(request.GET.get("state", ""), None)
+        next_url = request.session.get("oidc_login_next", "") or ""
+        user = request.user if request.user.is_authenticated else None
+        auth.logout(request)
+        audit_record(
+            action="auth.session_ended",
+            outcome=AuditEvent.Outcome.SUCCESS,
+            request=request,
+            actor=user,
+            reason=error[:64],
+        )
+        return redirect(f"{reverse('login')}?{urlencode({'next': next_url, 'ended': '1'})}")
 
     def login_failure(self) -> HttpResponse:
         """Audit the failed sign-in and show why it failed."""

@@ -13,6 +13,7 @@ Two profiles, chosen by ``GATEHOUSE_ENV``:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import environ
@@ -84,6 +85,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.session_refresh.CognitoSessionRefresh",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -222,6 +224,16 @@ OIDC_TIMEOUT = (3.05, 10)
 OIDC_STORE_ACCESS_TOKEN = False
 OIDC_STORE_ID_TOKEN = False
 OIDC_CALLBACK_CLASS = "accounts.views.SignInCallbackView"
+# Every this often a page request checks the session with Cognito again (prompt=none): a user
+# disabled there, or out of the admin group, loses the portal within this long.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env.int("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", default=900)
+OIDC_EXEMPT_URLS = [
+    re.compile(r"^/api/"),
+    re.compile(r"^/(healthz|readyz)$"),
+    re.compile(r"^/static/"),
+    re.compile(r"^/(login|signed-out|sign-in-failed)/"),
+    re.compile(r"^/jobs/[^/]+/live/$"),  # fetched by the job page's script, not navigated to
+]
 OIDC_REDIRECT_REQUIRE_HTTPS = PRODUCTION
 LOGIN_REDIRECT_URL_FAILURE = "sign-in-failed"
 

@@ -265,3 +265,73 @@ def test_the_signed_out_page_signs_nobody_out(client: Client, cognito) -> None:
     assert client.get("/").status_code == 200  # still signed in
     client.post("/logout/")
     assert "signed out" in client.get("/signed-out/").content.decode().lower()
+
+
+# --- The session checked with Cognito again (SessionRefresh, prompt=none) ------------------------
+
+
+def _renewal_due(client: Client) -> None:
+    session = client.session
+    session["oidc_id_token_expiration"] = 0
+    session.save()
+
+
+def test_a_due_session_is_renewed_silently_while_cognito_still_knows_the_user(
+    client: Client, cognito
+) -> None:
+    browser = requests.Session()
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"), browser=browser)
+    _renewal_due(client)
+
+    check = client.get("/lobs/")
+    assert check.status_code == 302
+    asked = urlparse(check["Location"])
+    assert asked.path.endswith("/oauth2/authorize")
+    assert parse_qs(asked.query)["prompt"] == ["none"]
+    back = browser.get(check["Location"], allow_redirects=False)  # the hosted-UI session is alive
+    callback = urlparse(back.headers["Location"])
+    landed = client.get(f"{callback.path}?{callback.query}")
+
+    assert (landed.status_code, landed["Location"]) == (302, "/lobs/")
+    assert client.get("/lobs/").status_code == 200
+    assert client.session["oidc_id_token_expiration"] > 0
+
+
+def test_a_session_cognito_no_longer_has_ends_and_sends_the_browser_to_sign_in(
+    client: Client, cognito
+) -> None:
+    browser = requests.Session()
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"), browser=browser)
+    logout_url = client.post("/logout/")["Location"]
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"), browser=browser)
+    browser.get(logout_url, allow_redirects=False)  # Cognito's own session ends (elsewhere)
+    _renewal_due(client)
+
+    check = client.get("/")
+    back = browser.get(check["Location"], allow_redirects=False)
+    callback = urlparse(back.headers["Location"])
+    assert parse_qs(callback.query)["error"] == ["login_required"]
+    landed = client.get(f"{callback.path}?{callback.query}")
+
+    assert landed.status_code == 302 and landed["Location"].startswith("/login/?next=%2F&ended=1")
+    assert "Your session has ended" in client.get(landed["Location"]).content.decode()
+    assert client.get("/").status_code == 302  # signed out
+    ended = AuditEvent.objects.get(action="auth.session_ended")
+    assert (ended.actor.username, ended.reason) == ("user-lob-a", "login_required")
+
+
+def test_an_error_answer_no_sign_in_asked_for_ends_no_session(client: Client, cognito) -> None:
+    # A link anyone can send: /oidc/callback/?error=...&state=<not this browser's>.
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"))
+
+    answer = client.get("/oidc/callback/?error=login_required&state=forged")
+
+    assert answer.status_code == 400
+    assert client.get("/").status_code == 200  # still signed in
+
+
+def test_api_calls_are_not_sent_to_cognito(client: Client, cognito) -> None:
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"))
+    _renewal_due(client)
+
+    assert client.get("/api/v1/me/").status_code == 200
