@@ -225,6 +225,10 @@ def _all_desired_lob_items() -> dict[str, dict[str, Any]]:
 
 
 def _desired_item(kind: str, key: str) -> dict[str, Any] | None:
+    if "\x00" in key:
+        # Only in an item someone put in the table by hand: no user or LOB has it (and
+        # PostgreSQL cannot compare it), so the item is one to delete.
+        return None
     if kind == MappingOutbox.Kind.USER:
         return desired_user_item(username=key)
     if kind == MappingOutbox.Kind.LOB:
@@ -624,7 +628,8 @@ def _user_slugs(item: dict[str, Any]) -> list[str]:
     primary = item.get("LOB")
     if isinstance(primary, str) and primary:
         slugs = [primary, *slugs]
-    return list(dict.fromkeys(slugs))
+    # A NUL names no LOB (and PostgreSQL cannot compare it): such a value is left out.
+    return [slug for slug in dict.fromkeys(slugs) if "\x00" not in slug]
 
 
 def _account_id_of(value: Any) -> str | None:

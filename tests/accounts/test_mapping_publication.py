@@ -807,3 +807,18 @@ def test_the_upgrade_queues_every_viewer_for_publication_again(settings) -> None
     migration.republish_viewers(django_apps, None)
 
     assert list(MappingOutbox.objects.values_list("kind", "key")) == [("user", "vic")]
+
+
+def test_items_whose_keys_hold_nul_are_repaired_and_imported_without_a_database_error(
+    tables: Tables,
+) -> None:
+    # Only someone writing to the table by hand makes such items; PostgreSQL cannot compare NUL.
+    lob("lob-a")
+    tables.put_user({"PK": "stray\x00user", "LOB": "lob-a"})
+    tables.put_user({"PK": "carol", "LOB": "lob-\x00a"})
+
+    call_command("dynamodb_import", "--results-bucket", "imported-results", stdout=io.StringIO())
+    call_command("dynamodb_sync", "--apply", stdout=io.StringIO())
+
+    assert "stray\x00user" not in tables.scan(tables.users)
+    assert not Membership.objects.filter(user__username="carol").exists()
