@@ -31,6 +31,7 @@ from django.db.models import Count, Max, Min, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET
 
@@ -375,6 +376,17 @@ def job_list(request: HttpRequest) -> HttpResponse:
         pk = int(subscription_id) if subscription_id.isascii() and subscription_id.isdigit() else 0
         # Beyond a 64-bit key the database would raise rather than find nothing.
         queryset = queryset.filter(subscription_id=pk) if 0 < pk < 2**63 else queryset.none()
+        chosen = (
+            selectors.subscriptions_visible_to(user)
+            .select_related("listing", "lob")
+            .filter(pk=pk)
+            .first()
+            if 0 < pk < 2**63
+            else None
+        )
+        subscription_label = f"{chosen.listing.name} · {chosen.lob.slug}" if chosen else ""
+    else:
+        subscription_label = ""
     page = Paginator(queryset, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -387,6 +399,10 @@ def job_list(request: HttpRequest) -> HttpResponse:
             "chosen_lob": lob,
             "chosen_status": status,
             "chosen_subscription": subscription_id,
+            "subscription_label": subscription_label,
+            "without_subscription": urlencode(
+                {k: v for k, v in (("lob", lob), ("status", status)) if v}
+            ),
             "filtered": bool(lob or status or subscription_id),
         },
     )

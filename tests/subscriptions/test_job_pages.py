@@ -592,7 +592,15 @@ def test_jobs_list_by_subscription_from_its_page(world: ProxyWorld, listed: dict
     response = client.get(f"/jobs/?subscription={world.subscription_b.pk}")
 
     assert listed_ids(response) == [str(listed["b"].pk)]
-    assert f'name="subscription" value="{world.subscription_b.pk}"' in text_of(response)
+    text = text_of(response)
+    assert f'name="subscription" value="{world.subscription_b.pk}"' in text
+    # The filter says which subscription it is, and how to drop it (keeping the others).
+    chip = re.search(r'data-testid="subscription-filter">(.*?)</span>', text, re.S).group(1)
+    assert "Identity Transcoder · lob-b" in chip and 'href="/jobs/"' in chip
+    with_status = client.get(f"/jobs/?subscription={world.subscription_b.pk}&status=running")
+    assert 'href="/jobs/?status=running"' in text_of(with_status)
+    other = client_for(world.world, "analyst").get(f"/jobs/?subscription={world.subscription_b.pk}")
+    assert "not one of yours" in text_of(other) and "lob-b" not in listed_ids(other)
 
 
 def test_jobs_list_paginates_and_keeps_the_filters(world: ProxyWorld) -> None:
