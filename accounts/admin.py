@@ -303,7 +303,28 @@ class AwsAccountAdmin(ServiceBackedAdmin):
 # --- LOBs and memberships -------------------------------------------------------------------------
 
 
-class MembershipInlineForm(forms.ModelForm):
+class MembershipForm(forms.ModelForm):
+    """A membership's form whose user and LOB ids are ones the database can compare: a posted id
+    beyond a 64-bit key (which SQLite refuses with OverflowError, while the field checks it and
+    again while the autocomplete widget shows it) is treated as none chosen, a field error."""
+
+    class Meta:
+        model = Membership
+        fields = ("user", "lob", "role", "studio_profile_name")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.is_bound:
+            data = self.data.copy()
+            for name in ("user", "lob"):
+                key = self.add_prefix(name)
+                value = str(data.get(key, ""))
+                if value.isascii() and value.isdigit() and int(value) >= 2**63:
+                    data[key] = ""
+            self.data = data
+
+
+class MembershipInlineForm(MembershipForm):
     """Only the role (and Studio profile) of an existing membership changes; a different user is
     a new membership."""
 
@@ -457,6 +478,7 @@ class MembershipAdmin(ServiceBackedAdmin):
     list_select_related = ("user", "lob")
     search_fields = ("user__username", "user__email", "lob__slug", "lob__name")
     autocomplete_fields = ("user", "lob")
+    form = MembershipForm
     fields = ("user", "lob", "role", "studio_profile_name", "created_at", "updated_at")
     readonly_fields = ("created_at", "updated_at")
 

@@ -646,3 +646,14 @@ def test_users_are_deactivated_never_deleted_in_the_admin(staff: Client, lob_adm
     assert page.status_code == 403
     assert "delete_selected" not in listing.content.decode()
     assert User.objects.filter(pk=lob_admin.pk).exists()
+
+
+def test_a_member_id_beyond_a_64_bit_key_is_a_form_error_not_a_500(staff: Client, lob: Lob) -> None:
+    big = "9" * 30
+    response = staff.post(
+        f"{ADMIN}/membership/add/", {"user": big, "lob": big, "role": "analyst", "_save": "Save"}
+    )
+
+    assert response.status_code == 200  # the form again, with its errors
+    assert response.context["adminform"].form.errors.keys() >= {"user", "lob"}
+    assert not Membership.objects.exists()
