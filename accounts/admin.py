@@ -21,6 +21,7 @@ from accounts.services import aws_verification, tenancy
 from accounts.services.users import user_set_active
 from accounts.studio import lob_studio_domain_set, membership_studio_profile_set
 from portal.errors import ServiceError
+from portal.keys import KEY_LIMIT
 
 # What the services refuse with; the admin shows these as messages, never as a 500.
 REFUSALS = (ServiceError, ValidationError)
@@ -305,8 +306,8 @@ class AwsAccountAdmin(ServiceBackedAdmin):
 
 class MembershipForm(forms.ModelForm):
     """A membership's form whose user and LOB ids are ones the database can compare: a posted id
-    beyond a 64-bit key (which SQLite refuses with OverflowError, while the field checks it and
-    again while the autocomplete widget shows it) is treated as none chosen, a field error."""
+    beyond a 64-bit key (``KEY_LIMIT``; SQLite refuses it with OverflowError, while the field
+    checks it and again while the autocomplete widget shows it) is treated as none chosen."""
 
     class Meta:
         model = Membership
@@ -319,7 +320,7 @@ class MembershipForm(forms.ModelForm):
             for name in ("user", "lob"):
                 key = self.add_prefix(name)
                 value = str(data.get(key, ""))
-                if value.isascii() and value.isdigit() and int(value) >= 2**63:
+                if value.isascii() and value.isdigit() and int(value) >= KEY_LIMIT:
                     data[key] = ""
             self.data = data
 

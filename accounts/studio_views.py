@@ -31,6 +31,19 @@ def wants_json(request: HttpRequest) -> bool:
     return request.get_preferred_type(["text/html", JSON]) == JSON
 
 
+def _not_signed_in(
+    request: HttpRequest, *, lob_slug: str, code: str, detail: str, hint: str = ""
+) -> HttpResponse:
+    """A program's attempt without a usable sign-in: audited as refused, answered 401."""
+    studio.studio_refusal_record(request=request, lob_slug=lob_slug, reason=code)
+    body = {"detail": detail, "code": code}
+    if hint:
+        body["hint"] = hint
+    response = JsonResponse(body, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="gatehouse"'
+    return response
+
+
 def _error_answer(
     request: HttpRequest,
     *,
@@ -116,21 +129,13 @@ class StudioOpenView(APIView):
         """A bad bearer token is a refused attempt like any other: audited, and answered in the
         view's own form."""
         if isinstance(exc, AuthenticationFailed | NotAuthenticated):
-            lob_slug = str(self.kwargs.get("lob_slug", ""))
-            code = str(exc.get_codes())
-            studio.studio_refusal_record(
-                request=self.request._request, lob_slug=lob_slug, reason=code
+            return _not_signed_in(
+                self.request._request,
+                lob_slug=str(self.kwargs.get("lob_slug", "")),
+                code=str(exc.get_codes()),
+                detail=str(exc.detail),
+                hint="Send a current Cognito access token, or sign in in the browser.",
             )
-            response = JsonResponse(
-                {
-                    "detail": str(exc.detail),
-                    "code": code,
-                    "hint": "Send a current Cognito access token, or sign in in the browser.",
-                },
-                status=401,
-            )
-            response["WWW-Authenticate"] = 'Bearer realm="gatehouse"'
-            return response
         return super().handle_exception(exc)
 
     def get(self, request: Request, lob_slug: str) -> HttpResponse:
@@ -138,15 +143,16 @@ class StudioOpenView(APIView):
         django_request = request._request
         user = request.user
         if not user.is_authenticated:
+            if wants_json(django_request):
+                return _not_signed_in(
+                    django_request,
+                    lob_slug=lob_slug,
+                    code="not_authenticated",
+                    detail="Sign in first.",
+                )
             studio.studio_refusal_record(
                 request=django_request, lob_slug=lob_slug, reason="not_authenticated"
             )
-            if wants_json(django_request):
-                response = JsonResponse(
-                    {"detail": "Sign in first.", "code": "not_authenticated"}, status=401
-                )
-                response["WWW-Authenticate"] = 'Bearer realm="gatehouse"'
-                return response
             return redirect_to_login(django_request.get_full_path())
         try:
             launch = studio.studio_url_create(user=user, lob_slug=lob_slug, request=django_request)

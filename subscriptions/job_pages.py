@@ -39,6 +39,7 @@ from accounts.models import AuditEvent, User
 from accounts.selectors import lobs_visible_to, may_invoke
 from portal import aws_gateway
 from portal.errors import NotFoundError, NotPermitted, ServiceError
+from portal.keys import key_from_text
 from portal.views import form_action
 from subscriptions import selectors
 from subscriptions.errors import UpstreamFailure
@@ -373,15 +374,14 @@ def job_list(request: HttpRequest) -> HttpResponse:
         status = ""
     subscription_id = request.GET.get("subscription", "")
     if subscription_id:
-        pk = int(subscription_id) if subscription_id.isascii() and subscription_id.isdigit() else 0
-        # Beyond a 64-bit key the database would raise rather than find nothing.
-        queryset = queryset.filter(subscription_id=pk) if 0 < pk < 2**63 else queryset.none()
+        pk = key_from_text(subscription_id)
+        queryset = queryset.filter(subscription_id=pk) if pk else queryset.none()
         chosen = (
             selectors.subscriptions_visible_to(user)
             .select_related("listing", "lob")
             .filter(pk=pk)
             .first()
-            if 0 < pk < 2**63
+            if pk
             else None
         )
         subscription_label = f"{chosen.listing.name} · {chosen.lob.slug}" if chosen else ""

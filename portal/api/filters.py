@@ -10,6 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField as _IsoDateTimeField
 
+from portal.keys import key_from_text
+
 
 def in_utc_range(value: datetime) -> bool:
     """Whether an aware time can be expressed in UTC (9999-12-31T23:59-14:00 cannot)."""
@@ -43,7 +45,5 @@ class VisibleIdFilter(django_filters.CharFilter):
     def filter(self, queryset: QuerySet, value: str) -> QuerySet:
         if not value:
             return queryset
-        pk = int(value) if value.isascii() and value.isdigit() else 0
-        if not 0 < pk < 2**63:  # beyond a 64-bit key the database would raise
-            return queryset.none()
-        return queryset.filter(**{self.field_name: pk})
+        key = key_from_text(value)
+        return queryset.none() if key is None else queryset.filter(**{self.field_name: key})
