@@ -3,7 +3,9 @@
  * Markup (server-rendered, so the page is right without this script too):
  *   [data-job-id]              anything about one job; inside it [data-field=NAME] shows job[NAME]
  *                              (records_done, records_total, records_failed, chunks_done,
- *                              chunks_total, percent), [data-bar=ok|failed] are the bar's parts,
+ *                              chunks_total, percent; and with [data-chunks-settled], the failed
+ *                              and skipped chunks it was rendered with: chunks_succeeded,
+ *                              chunks_pending), [data-bar=ok|failed] are the bar's parts,
  *                              [role=progressbar] carries aria-valuenow, [data-show-if=NAME] hides
  *                              while job[NAME] is 0;
  *   [data-job-shown]           "chunks_done:records_done" the page was rendered with;
@@ -117,10 +119,21 @@
         box.classList.add(PILLS[job.status] || "off");
         box.textContent = job.status.replace(/_/g, " ");
       }
+      var shown = values;
+      if (box.dataset.chunksSettled != null) {
+        // The chunk breakdown is rendered with the live part (every few seconds); between
+        // renders, finished chunks move from pending to succeeded with the counts, so it never
+        // disagrees with them. A failed or skipped chunk is shown by the next render.
+        var settled = Number(box.dataset.chunksSettled) || 0;
+        shown = Object.assign({}, values, {
+          chunks_succeeded: Math.max((job.chunks_done || 0) - settled, 0),
+          chunks_pending: Math.max((job.chunks_total || 0) - (job.chunks_done || 0), 0)
+        });
+      }
       var fields = box.querySelectorAll("[data-field]");
       for (var f = 0; f < fields.length; f++) {
         var name = fields[f].dataset.field;
-        if (name in values) { fields[f].textContent = grouped(values[name]); }
+        if (name in shown) { fields[f].textContent = grouped(shown[name]); }
       }
       var conditional = box.querySelectorAll("[data-show-if]");
       for (var c = 0; c < conditional.length; c++) {

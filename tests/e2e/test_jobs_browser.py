@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ROWS = 300
 PER_CHUNK = 30
+CHUNKS = ROWS // PER_CHUNK
 # Slow enough that the bar is seen between 0 and 100, well under the runtime stand-in's timeout.
 MODEL_LATENCY_MS = 400
 JOB_PAGE = re.compile(r"/jobs/([0-9a-f]{8}-[0-9a-f-]{27})/(#progress)?$")
@@ -103,13 +104,24 @@ def record_bar_values(page: Page) -> None:
         """() => {
             window.__barValues = [];
             window.__notReloaded = true;
+            window.__chunkStates = [];
+            const number = (selector) => {
+                const node = document.querySelector(selector);
+                return node ? Number(node.textContent.replace(/,/g, '')) : null;
+            };
             const seen = () => {
                 const bar = document.querySelector('[data-job-live] [role=progressbar]');
                 if (bar) window.__barValues.push(Number(bar.getAttribute('aria-valuenow')));
+                // What the counter and the breakdown say at the same moment.
+                window.__chunkStates.push([
+                    number('[data-testid=chunks-done]'),
+                    number('[data-testid=chunk-breakdown] [data-field=chunks_succeeded]'),
+                    number('[data-testid=chunk-breakdown] [data-field=chunks_pending]'),
+                ]);
             };
             seen();
             new MutationObserver(seen).observe(document.body, {
-                subtree: true, childList: true, attributes: true,
+                subtree: true, childList: true, characterData: true, attributes: true,
                 attributeFilter: ['aria-valuenow'],
             });
         }"""
@@ -183,6 +195,12 @@ def test_analyst_uploads_a_csv_and_watches_the_job_finish_without_reloading(
     values = page.evaluate("() => window.__barValues")
     assert values == sorted(values), values  # it only ever moved forward
     assert any(0 < value < 100 for value in values), values  # and was seen part way
+    # The chunk breakdown moved with the chunk counter (no failures here): never "12 / 40" done
+    # beside "4 succeeded · 36 pending".
+    states = page.evaluate("() => window.__chunkStates")
+    assert states and all(
+        succeeded == done and done + pending == CHUNKS for done, succeeded, pending in states
+    ), states
     expect(page.get_by_test_id("records-done")).to_have_text(str(ROWS))
     expect(page.get_by_test_id("records-failed")).to_have_text("0")
     expect(progress).to_contain_text(f"{ROWS} / {ROWS} records · 100%")
