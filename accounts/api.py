@@ -148,13 +148,19 @@ class VerificationSerializer(serializers.Serializer):
 
 
 class AwsAccountFilter(django_filters.FilterSet):
-    """Filter accounts by the LOB that uses them."""
+    """Filter accounts by the LOB that uses them (one the caller can see)."""
 
-    lob = django_filters.CharFilter(field_name="lobs__slug")
+    lob = django_filters.CharFilter(method="filter_lob")
 
     class Meta:
         model = AwsAccount
         fields = ("lob", "default_region")
+
+    def filter_lob(self, queryset: QuerySet[AwsAccount], name: str, value: str) -> QuerySet:
+        # Among the caller's LOBs only: a match on another LOB sharing the account would say
+        # that it exists and uses this account.
+        visible = selectors.lobs_visible_to(self.request.user).filter(slug=value)
+        return queryset.filter(lobs__in=visible).distinct()
 
 
 class AwsAccountViewSet(

@@ -112,6 +112,19 @@ def test_another_lob_on_the_same_account_is_not_named_to_a_lob_admin(world: Worl
     assert everything.json()["lobs"] == ["lob-a", "secret-project"]
 
 
+def test_filtering_accounts_by_another_lob_sharing_one_finds_nothing(world: World) -> None:
+    LobFactory(slug="secret-project", aws_account=world.lob_a.aws_account)
+
+    mine = api_as(world, "lob_admin").get("/api/v1/aws-accounts/?lob=secret-project")
+    everything = api_as(world, "platform_admin").get("/api/v1/aws-accounts/?lob=secret-project")
+
+    # A match would tell the LOB admin that secret-project exists and shares their account.
+    assert mine.json()["count"] == 0
+    assert [a["account_id"] for a in everything.json()["results"]] == ["111111111111"]
+    own = api_as(world, "lob_admin").get("/api/v1/aws-accounts/?lob=lob-a")
+    assert [a["account_id"] for a in own.json()["results"]] == ["111111111111"]
+
+
 # --- The Studio mapping names only who may open Studio --------------------------------------------
 
 
