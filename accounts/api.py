@@ -326,8 +326,12 @@ class MembershipSerializer(serializers.ModelSerializer):
     """A user's role in a LOB. Only the role can change after creation."""
 
     lob = VisibleLobField(slug_field="slug")
+    # A text input in the browsable API, not a select of every active user: a username is typed,
+    # the portal's users are not a directory for members of one LOB to browse.
     user = serializers.SlugRelatedField(
-        slug_field="username", queryset=User.objects.filter(is_active=True)
+        slug_field="username",
+        queryset=User.objects.filter(is_active=True),
+        style={"base_template": "input.html"},
     )
     user_name = serializers.CharField(source="user.display_name", read_only=True)
     role = serializers.ChoiceField(choices=Membership.Role.choices)

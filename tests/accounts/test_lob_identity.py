@@ -125,6 +125,26 @@ def test_filtering_accounts_by_another_lob_sharing_one_finds_nothing(world: Worl
     assert [a["account_id"] for a in own.json()["results"]] == ["111111111111"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/memberships/", "/api/v1/memberships/{pk}/"])
+@pytest.mark.parametrize("principal", ["viewer", "lob_admin"])
+def test_the_browsable_api_lists_no_usernames_in_its_forms(
+    world: World, principal: str, path: str
+) -> None:
+    own = Membership.objects.get(user=world.user(principal))
+    browser = Client()
+    browser.force_login(world.user(principal))
+
+    page = browser.get(path.format(pk=own.pk), HTTP_ACCEPT="text/html")
+
+    assert page.status_code == 200
+    assert page["Content-Type"].startswith("text/html")
+    # Other LOBs' people and people in no LOB are not offered as choices (nor named at all).
+    body = page.content.decode()
+    assert "lob-b-analyst" not in body
+    assert "outsider" not in body
+    assert "platform-admin" not in body
+
+
 # --- The Studio mapping names only who may open Studio --------------------------------------------
 
 
