@@ -572,13 +572,26 @@ def _assume_role(*, access: AccountAccess, session_name: str) -> dict[str, str]:
             answer = sts.assume_role(**parameters)
     except AwsError as exc:
         logger.warning(
-            "AssumeRole of %s as %s failed: %s %s",
+            "AssumeRole of %s as %s failed: %s %s (%s)",
             access.role_arn,
             session_name,
             exc.code,
             exc.aws_code,
+            exc,
         )
-        raise
+        if not isinstance(exc.__cause__, ClientError):
+            raise
+        # STS's own text names who asked: the portal's IAM principal in the portal's account.
+        # The message reaches the LOB's people (API answers, Studio pages, job errors), so it
+        # names the role instead; AWS's text is in the log line above.
+        raise type(exc)(
+            f"{exc.summary}: the portal is not authorized to assume {access.role_arn} "
+            f"({exc.aws_code}, AssumeRole)"
+            if isinstance(exc, NotAuthorized)
+            else f"{exc.summary}: AssumeRole of {access.role_arn} failed ({exc.aws_code})",
+            aws_code=exc.aws_code,
+            operation=exc.operation,
+        ) from exc.__cause__
     credentials = answer["Credentials"]
     logger.info(
         "Assumed %s as %s; credentials valid until %s",

@@ -507,6 +507,21 @@ def test_a_role_that_cannot_be_assumed_is_explained(studio_world) -> None:
     assert studio_world.calls() == []
 
 
+def test_a_refused_assume_role_does_not_name_the_portals_own_principal(studio_world) -> None:
+    # STS's refusal names who asked: the portal's own IAM principal, in the portal's account.
+    studio_world.sts.refuse = True
+
+    page = studio_world.open("analyst").content.decode()
+    api = studio_world.open("analyst", HTTP_ACCEPT=JSON).json()
+
+    failure = events(outcome=AuditEvent.Outcome.FAILURE)[0]
+    for shown in (page, api["detail"], failure.detail["message"]):
+        assert "000000000000" not in shown
+        assert "user/gatehouse" not in shown
+    assert STUDIO_ROLE_A in api["detail"]
+    assert "not authorized" in api["detail"]
+
+
 @pytest.mark.parametrize("configured", [False, True], ids=["discovered", "configured"])
 def test_a_domain_not_in_service_is_explained(studio_world, configured: bool) -> None:
     if configured:

@@ -253,6 +253,32 @@ def test_refused_assume_role_is_not_authorized_and_is_not_cached() -> None:
     assert client("s3", access=access).list_buckets()["Buckets"] is not None
 
 
+def test_a_refused_assume_role_keeps_the_portals_principal_out_of_the_message(caplog) -> None:
+    access = account(ACCOUNT_A)
+    portal_sts = client("sts")
+    refusal = (
+        "User: arn:aws:sts::999999999999:assumed-role/gatehouse-portal/i-0abc is not authorized "
+        f"to perform: sts:AssumeRole on resource: {access.role_arn}"
+    )
+
+    with Stubber(portal_sts) as stub:
+        stub.add_client_error(
+            "assume_role",
+            service_error_code="AccessDenied",
+            service_message=refusal,
+            http_status_code=403,
+        )
+        with pytest.raises(NotAuthorized) as raised:
+            client("s3", access=access)
+
+    # The message reaches people of the LOB (API answers, Studio pages, job errors): it names
+    # the role and why, not the portal's own principal; AWS's text stays in the portal's log.
+    assert "999999999999" not in str(raised.value)
+    assert access.role_arn in str(raised.value)
+    assert (raised.value.aws_code, raised.value.operation) == ("AccessDenied", "AssumeRole")
+    assert any(refusal in record.getMessage() for record in caplog.records)
+
+
 def test_credentials_and_tokens_are_never_logged(assume_calls, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="portal.aws_gateway")
 
