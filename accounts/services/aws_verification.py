@@ -59,7 +59,8 @@ def aws_account_verify(
         if identity["account_id"] == account.account_id:
             result = Verification(
                 ok=True,
-                detail=f"Assumed {identity['arn']} in account {identity['account_id']}.",
+                detail=f"Assumed {_without_session(identity['arn'])} in account "
+                f"{identity['account_id']}.",
                 caller_arn=identity["arn"],
             )
         else:
@@ -90,3 +91,11 @@ def aws_account_verify(
         )
     account.refresh_from_db()
     return result
+
+
+def _without_session(arn: str) -> str:
+    """An assumed-role ARN without its session name (``gatehouse-<username>``): the detail is
+    kept on the account and shown to the admins of every LOB using it, and the person who
+    verified may belong to another of them."""
+    head, marker, rest = arn.partition(":assumed-role/")
+    return f"{head}{marker}{rest.split('/', 1)[0]}" if marker else arn

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
-from accounts.models import AuditEvent, AwsAccount
+from accounts.models import AuditEvent, AwsAccount, Membership
 from portal import aws_gateway
+from tests.factories import LobFactory, MembershipFactory, UserFactory
 from tests.tenancy_world import World, build_world
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +76,25 @@ def test_others_cannot_verify(world: World, aws: str, principal: str) -> None:
 
 def test_anonymous_cannot_verify(world: World) -> None:
     assert APIClient().post("/api/v1/aws-accounts/111111111111/verify/").status_code == 401
+
+
+def test_a_verification_by_another_lobs_admin_does_not_name_them(world: World, aws: str) -> None:
+    # lob-c shares lob-a's account; its admin verifies it, then lob-a's admin reads the account.
+    lob_c = LobFactory(slug="lob-c", aws_account=world.lob_a.aws_account)
+    lob_c_admin = UserFactory(username="lob-c-admin")
+    MembershipFactory(user=lob_c_admin, lob=lob_c, role=Membership.Role.ADMIN)
+    client = APIClient()
+    client.force_authenticate(lob_c_admin)
+    assert client.post("/api/v1/aws-accounts/111111111111/verify/").json()["ok"] is True
+
+    api = APIClient()
+    api.force_authenticate(world.user("lob_admin"))
+    account = api.get("/api/v1/aws-accounts/111111111111/").json()
+    browser = Client()
+    browser.force_login(world.user("lob_admin"))
+    page = browser.get("/lobs/lob-a/").content.decode()
+
+    assert account["last_verification_ok"] is True
+    assert "GatehouseInvoke" in account["last_verification_detail"]
+    assert "lob-c-admin" not in account["last_verification_detail"]
+    assert "lob-c-admin" not in page

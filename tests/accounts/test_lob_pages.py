@@ -595,8 +595,8 @@ def test_verify_account_reports_success_and_the_page_shows_it(world: World, moto
     assert response.redirect_chain[-1][0] == "/lobs/lob-a/#account"
     account = AwsAccount.objects.get(account_id="111111111111")
     assert account.last_verification_ok is True
-    assert account.last_verification_detail.startswith(
-        "Assumed arn:aws:sts::111111111111:assumed-role/GatehouseInvoke/"
+    assert account.last_verification_detail == (
+        "Assumed arn:aws:sts::111111111111:assumed-role/GatehouseInvoke in account 111111111111."
     )
     assert [str(m) for m in response.context["messages"]] == [
         f"Verified: {account.last_verification_detail}"

@@ -98,7 +98,7 @@ def test_lob_admin_adds_a_viewer_and_verifies_the_account(
     page.get_by_role("button", name="Verify account").click()
 
     expect(page.locator(".messages")).to_contain_text(
-        re.compile(r"^Verified: Assumed arn:aws:sts::111111111111:assumed-role/GatehouseInvoke/")
+        re.compile(r"^Verified: Assumed arn:aws:sts::111111111111:assumed-role/GatehouseInvoke ")
     )
     expect(page.get_by_test_id("verification")).to_contain_text("verified")
     page.screenshot(path=ARTIFACTS / "lob-page.png", full_page=True)
