@@ -394,7 +394,7 @@ def _delete_quietly(s3: Any, bucket: str, key: str) -> None:
         with aws_gateway.aws_errors():
             s3.delete_object(Bucket=bucket, Key=key)
     except aws_gateway.AwsError:
-        logger.warning("Could not delete the rejected job input %s", key)
+        logger.warning("Could not delete %s", key)
 
 
 # --- Running --------------------------------------------------------------------------------------
@@ -1105,18 +1105,23 @@ def job_finalize(*, job_id: str) -> None:
             for chunk in chunks
         ],
     }
-    with aws_gateway.aws_errors():
-        s3.put_object(
-            Bucket=account.results_bucket,
-            Key=manifest_key,
-            Body=json.dumps(manifest, indent=1).encode(),
-            ContentType="application/json",
-            ServerSideEncryption="AES256",
-        )
+    # The manifest is written under the row lock: a cancel (or a stop) during the merge either
+    # waits for it and finds the job finished, or ends the job first, and then no manifest says
+    # otherwise and its merged output goes (unless another finalize ended the job with it).
     with transaction.atomic():
         locked = Job.objects.select_for_update().filter(pk=job_id).first()
         if locked is None or locked.status != Job.Status.RUNNING:
+            if locked is not None and not locked.output_uri:
+                _delete_quietly(s3, account.results_bucket, output_key)
             return
+        with aws_gateway.aws_errors():
+            s3.put_object(
+                Bucket=account.results_bucket,
+                Key=manifest_key,
+                Body=json.dumps(manifest, indent=1).encode(),
+                ContentType="application/json",
+                ServerSideEncryption="AES256",
+            )
         locked.output_uri = f"s3://{account.results_bucket}/{output_key}"
         locked.manifest_uri = f"s3://{account.results_bucket}/{manifest_key}"
         locked.save(update_fields=["output_uri", "manifest_uri"])
