@@ -1164,8 +1164,10 @@ def jobs_reconcile() -> int:
     count = 0
     for job_id in list(stalled.values_list("pk", flat=True)):
         with transaction.atomic():
-            job = Job.objects.select_for_update().filter(pk=job_id).first()
-            if job is None or job.is_finished:
+            # Still stalled once locked: another run of the reconciler (or a chunk) may have
+            # restarted the clock since the listing, and then everything is enqueued already.
+            job = stalled.select_for_update().filter(pk=job_id).first()
+            if job is None:
                 continue
             # The clock restarts: the next run waits a whole stall period before trying again.
             Job.objects.filter(pk=job_id).update(last_progress_at=now)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.utils import timezone
 
-from subscriptions.models import Job
+from subscriptions.models import Job, JobChunk
 from subscriptions.services import jobs
 from tests.subscriptions.conftest import ProxyWorld
 from tests.subscriptions.test_jobs import (
@@ -128,3 +130,54 @@ def test_a_finalize_ending_after_another_one_keeps_the_merged_output(
     assert job.output_uri.endswith(f"{prefix}output.jsonl")
     assert {f"{prefix}output.jsonl", f"{prefix}manifest.json"} <= set(s3_keys(world, prefix))
     assert [entry["record"] for entry in s3_lines(world, job.output_uri)] == list(range(7))
+
+
+class _BeforeEachLock:
+    """``transaction`` for the jobs module, running ``hook`` once before the first atomic block."""
+
+    def __init__(self, hook: Any) -> None:
+        self._hook = hook
+
+    def atomic(self, *args: Any, **kwargs: Any) -> Any:
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            hook()
+        return transaction.atomic(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(transaction, name)
+
+
+def _stalled_job(world: ProxyWorld, capture: Any) -> str:
+    """A running job of 3 chunks, none done, without progress for an hour."""
+    response = submit(world, csv_file(good_rows(7)), run=False, capture=capture)
+    job_id = response.json()["id"]
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING, last_progress_at=an_hour_ago)
+    return job_id
+
+
+@pytest.mark.parametrize("meanwhile", ["another_reconcile", "a_chunk_closes"])
+def test_a_job_that_moved_after_the_reconciler_listed_it_is_not_enqueued_again(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch, settings, meanwhile: str
+) -> None:
+    settings.JOBS_STALL_SECONDS = 600
+    job_id = _stalled_job(world, django_capture_on_commit_callbacks)
+    enqueued: list[tuple] = []
+    monkeypatch.setattr(jobs, "_enqueue", lambda name, *args: enqueued.append((name, *args)))
+
+    def between_the_listing_and_the_lock() -> None:
+        if meanwhile == "another_reconcile":  # a second beat run (or a redelivered one)
+            assert jobs.jobs_reconcile() == 1
+        else:  # a live worker: the job is not stalled after all
+            jobs._chunk_close(
+                job_id=job_id, index=0, record_count=3, status=JobChunk.Status.SUCCEEDED
+            )
+        enqueued_before.extend(enqueued)
+
+    enqueued_before: list[tuple] = []
+    monkeypatch.setattr(jobs, "transaction", _BeforeEachLock(between_the_listing_and_the_lock))
+    count = jobs.jobs_reconcile()
+
+    assert count == 0
+    assert enqueued == enqueued_before  # nothing more than what the other run enqueued
