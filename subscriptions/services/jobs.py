@@ -6,7 +6,8 @@
   commit.
 * :func:`job_chunk_run` runs one chunk as the submitting user through ``invocation_run`` (which
   re-checks membership and subscription) and writes ``part-{n:05d}.jsonl`` — a deterministic key,
-  so a chunk that runs twice writes the same object and is counted once (under a row lock).
+  so a chunk that runs twice writes the same object and is counted once (under a row lock); a
+  chunk given up on writes its error entries to ``part-{n:05d}.failed.jsonl`` instead.
   :func:`job_chunks_run` runs a few consecutive chunks the same way, with their model calls back to
   back while a helper thread does each chunk's S3 and database work (how jobs normally run).
 * :func:`job_finalize` writes the merged output and the manifest once every chunk is done.
@@ -96,6 +97,12 @@ def job_prefix(subscription: Subscription, job_id: uuid.UUID | str) -> str:
 def part_key(job: Job, index: int) -> str:
     """The deterministic key of a chunk's output."""
     return f"{job_prefix(job.subscription, job.pk)}part-{index:05d}.jsonl"
+
+
+def failed_part_key(job: Job, index: int) -> str:
+    """The key of a failed chunk's error entries: not :func:`part_key`, which another run of the
+    chunk may have written (and counted) meanwhile — the chunk's output_key names the one kept."""
+    return f"{job_prefix(job.subscription, job.pk)}part-{index:05d}.failed.jsonl"
 
 
 def _split_uri(uri: str) -> tuple[str, str]:
@@ -556,7 +563,7 @@ def _chunk_finish(run: _ChunkRun, answer: bytes) -> None:
             if exc.code != "output_mismatch":
                 raise
             output = _chunk_output_of(chunk, run.records, _results_by_halves(run))
-        _put_part(job, chunk, run.principal, output.body)
+        _put_part(job, part_key(job, chunk.index), run.principal, output.body)
     except (ServiceError, aws_gateway.AwsError) as exc:
         _chunk_trouble(
             job_id=str(job.pk), index=chunk.index, subscription=run.subscription, exc=exc
@@ -824,12 +831,12 @@ def _chunk_output_of(
     )
 
 
-def _put_part(job: Job, chunk: JobChunk, principal: User | None, body: bytes) -> None:
+def _put_part(job: Job, key: str, principal: User | None, body: bytes) -> None:
     account = job.subscription.lob.aws_account
     with aws_gateway.aws_errors():
         _s3(job.subscription, principal).put_object(
             Bucket=account.results_bucket,
-            Key=part_key(job, chunk.index),
+            Key=key,
             Body=body,
             ContentType=JSONLINES,
             ServerSideEncryption="AES256",
@@ -852,8 +859,8 @@ def job_chunk_fail(*, job_id: str, index: int, code: str, message: str) -> None:
             for position in range(len(records.lines))
         ]
         body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in errors).encode()
-        _put_part(job, chunk, job.submitted_by, body)
-        output_key = part_key(job, index)
+        _put_part(job, failed_part_key(job, index), job.submitted_by, body)
+        output_key = failed_part_key(job, index)
     except aws_gateway.AwsError:
         logger.warning("job %s chunk %s: could not write its error part", job_id, index)
     _chunk_close(

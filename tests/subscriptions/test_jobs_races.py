@@ -14,10 +14,12 @@ from subscriptions.models import Job, JobChunk
 from subscriptions.services import jobs
 from tests.subscriptions.conftest import ProxyWorld
 from tests.subscriptions.test_jobs import (
+    BUCKET_A,
     JOBS_PREFIX_A,
     csv_file,
     good_rows,
     jobs_world,
+    running_job,
     s3_keys,
     s3_lines,
     submit,
@@ -181,3 +183,59 @@ def test_a_job_that_moved_after_the_reconciler_listed_it_is_not_enqueued_again(
 
     assert count == 0
     assert enqueued == enqueued_before  # nothing more than what the other run enqueued
+
+
+def test_a_run_giving_up_on_a_chunk_another_run_just_finished_leaves_its_part_alone(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    # One run of chunk 0 gives up (its retries spent) while another (redelivered, or enqueued
+    # again by the reconciler) writes the chunk's part and counts it.
+    job_id = running_job(world, django_capture_on_commit_callbacks)
+    read_input = jobs._chunk_input
+    other_run: list[bool] = []
+
+    def the_other_run_finishes_meanwhile(*args: Any) -> Any:
+        if not other_run:
+            other_run.append(True)
+            with django_capture_on_commit_callbacks(execute=False):
+                jobs.job_chunk_run(job_id=job_id, index=0)
+        return read_input(*args)
+
+    monkeypatch.setattr(jobs, "_chunk_input", the_other_run_finishes_meanwhile)
+    with django_capture_on_commit_callbacks(execute=False):
+        jobs.job_chunk_fail(job_id=job_id, index=0, code="model_error", message="gave up")
+
+    chunk = JobChunk.objects.get(job_id=job_id, index=0)
+    assert (chunk.status, chunk.records_failed) == (JobChunk.Status.SUCCEEDED, 0)
+    job = Job.objects.get(pk=job_id)
+    assert (job.records_done, job.records_failed) == (3, 0)
+    part = s3_lines(world, f"s3://{BUCKET_A}/{chunk.output_key}")
+    assert [entry["record"] for entry in part] == [0, 1, 2]
+    assert not [entry for entry in part if "error" in entry], part
+    available, results = jobs.job_results(
+        job=job, principal=world.world.user("analyst"), offset=0, limit=10
+    )
+    assert available == 3 and not [entry for entry in results if "error" in entry]
+
+
+def test_a_run_finishing_a_chunk_another_run_gave_up_on_leaves_its_error_entries_alone(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    job_id = running_job(world, django_capture_on_commit_callbacks)
+    call_the_model = jobs.invocation_run
+
+    def the_other_run_gives_up_meanwhile(**kwargs: Any) -> Any:
+        result = call_the_model(**kwargs)
+        jobs.job_chunk_fail(job_id=job_id, index=0, code="model_error", message="gave up")
+        return result
+
+    monkeypatch.setattr(jobs, "invocation_run", the_other_run_gives_up_meanwhile)
+    with django_capture_on_commit_callbacks(execute=False):
+        jobs.job_chunk_run(job_id=job_id, index=0)
+
+    chunk = JobChunk.objects.get(job_id=job_id, index=0)
+    assert (chunk.status, chunk.records_failed) == (JobChunk.Status.FAILED, 3)
+    part = s3_lines(world, f"s3://{BUCKET_A}/{chunk.output_key}")
+    assert [(entry["record"], entry.get("error")) for entry in part] == [
+        (n, "model_error") for n in range(3)
+    ]
