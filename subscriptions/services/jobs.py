@@ -122,11 +122,16 @@ def _s3(subscription: Subscription, principal: User | None) -> Any:
 
 
 def _enqueue(name: str, *args: Any) -> None:
-    """Enqueue a job task once the current transaction commits (at once outside one)."""
+    """Enqueue a job task once the current transaction commits (at once outside one).
+
+    Robust: the rows are committed by then, so a broker away at that moment (a Redis restart) is
+    logged, not raised — a job just created must not answer 500 and lose its input; the
+    reconciler enqueues whatever is missing once the job has stalled.
+    """
     from subscriptions import tasks  # the tasks module imports this one
 
     task = getattr(tasks, name)
-    transaction.on_commit(lambda: task.delay(*args))
+    transaction.on_commit(lambda: task.delay(*args), robust=True)
 
 
 # --- Reading, scoped ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Jobs under concurrency: submissions, chunk runs, cancel, finalize and the reconciler racing."""
+"""Jobs under concurrency: submissions, chunk runs, cancel, finalize and the reconciler racing;
+Redis away at the moment a job is created."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import kombu.exceptions
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from subscriptions import tasks
 from subscriptions.models import Job, JobChunk
 from subscriptions.services import jobs
 from tests.subscriptions.conftest import ProxyWorld
@@ -243,3 +246,32 @@ def test_a_run_finishing_a_chunk_another_run_gave_up_on_leaves_its_error_entries
     assert [(entry["record"], entry.get("error")) for entry in part] == [
         (n, "model_error") for n in range(3)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_created_while_redis_is_away_keeps_its_input_and_starts_later(
+    world: ProxyWorld, monkeypatch, settings
+) -> None:
+    def redis_away(*args: Any, **kwargs: Any) -> None:
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379.")
+
+    monkeypatch.setattr(tasks.job_start, "delay", redis_away)
+    response = world.client("analyst").post(
+        "/api/v1/jobs/",
+        {"subscription": world.subscription_a.pk, "file": csv_file(good_rows(4))},
+        format="multipart",
+        HTTP_IDEMPOTENCY_KEY="while-redis-restarts",
+    )
+
+    # Committed before the start could be enqueued: the job is there, queued, with its input.
+    assert response.status_code == 202, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.QUEUED
+    assert f"{JOBS_PREFIX_A}{job.pk}/input" in s3_keys(world)
+    # The reconciler starts it once it has stalled.
+    monkeypatch.undo()
+    settings.JOBS_STALL_SECONDS = 0
+    started: list[tuple] = []
+    monkeypatch.setattr(jobs, "_enqueue", lambda name, *args: started.append((name, *args)))
+    assert jobs.jobs_reconcile() == 1
+    assert started == [("job_start", str(job.pk))]
