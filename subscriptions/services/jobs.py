@@ -1044,6 +1044,20 @@ class _PartsReader:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _output_not_written(job_id: str, what: str, exc: aws_gateway.AwsError) -> None:
+    """A write of the final step failed: raised again when it is worth trying again (the task
+    retries with backoff), else the job fails — trying again would change nothing, and the job
+    must not stay "running" and be merged again every stall period for ever."""
+    if isinstance(exc, _TRANSIENT_AWS):
+        raise exc
+    job_stop(
+        job_id=job_id,
+        code="output_not_written",
+        message=f"The {what} could not be written: {exc}",
+        outcome=AuditEvent.Outcome.FAILURE,
+    )
+
+
 def job_finalize(*, job_id: str) -> None:
     """Once every chunk is done: the merged output, the manifest, and the final status."""
     job = (
@@ -1066,16 +1080,8 @@ def job_finalize(*, job_id: str) -> None:
     try:
         _upload(s3, account.results_bucket, output_key, parts, JSONLINES)
     except aws_gateway.AwsError as exc:
-        if isinstance(exc, _TRANSIENT_AWS):
-            raise  # the task tries again with backoff
-        # A part gone (deleted, expired by a lifecycle rule) or access lost: trying again changes
-        # nothing, and the job must not stay "running" for ever.
-        job_stop(
-            job_id=job_id,
-            code="output_not_written",
-            message=f"The merged output could not be written: {exc}",
-            outcome=AuditEvent.Outcome.FAILURE,
-        )
+        # A part gone (deleted, expired by a lifecycle rule) or access lost.
+        _output_not_written(job_id, "merged output", exc)
         return
     finally:
         parts.close()
@@ -1126,14 +1132,20 @@ def job_finalize(*, job_id: str) -> None:
             if locked is not None and not locked.output_uri:
                 _delete_quietly(s3, account.results_bucket, output_key)
             return
-        with aws_gateway.aws_errors():
-            s3.put_object(
-                Bucket=account.results_bucket,
-                Key=manifest_key,
-                Body=json.dumps(manifest, indent=1).encode(),
-                ContentType="application/json",
-                ServerSideEncryption="AES256",
-            )
+        try:
+            with aws_gateway.aws_errors():
+                s3.put_object(
+                    Bucket=account.results_bucket,
+                    Key=manifest_key,
+                    Body=json.dumps(manifest, indent=1).encode(),
+                    ContentType="application/json",
+                    ServerSideEncryption="AES256",
+                )
+        except aws_gateway.AwsError as exc:
+            # Access lost, a bucket policy refusing the key...
+            _output_not_written(job_id, "manifest", exc)
+            _delete_quietly(s3, account.results_bucket, output_key)
+            return
         locked.output_uri = f"s3://{account.results_bucket}/{output_key}"
         locked.manifest_uri = f"s3://{account.results_bucket}/{manifest_key}"
         locked.save(update_fields=["output_uri", "manifest_uri"])

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from django.db import OperationalError
 from django.utils import timezone
 
@@ -303,6 +304,43 @@ def test_a_part_gone_before_the_merge_fails_the_job_with_the_reason(
     assert job.output_uri == "" and job.finished_at is not None
     event = AuditEvent.objects.get(action="job.stopped", target_id=job_id)
     assert (event.outcome, event.reason) == (AuditEvent.Outcome.FAILURE, "output_not_written")
+
+
+def test_a_manifest_s3_refuses_for_good_fails_the_job_instead_of_merging_for_ever(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    job_id = running_job(world, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=False):
+        for index in range(3):
+            tasks.job_chunk_run.apply(args=(job_id, index))
+    make_client = jobs._s3
+
+    def refusing_manifests(*args: Any, **kwargs: Any) -> Any:
+        # A bucket policy denying the key (moto does not enforce policies): S3's own answer.
+        client = make_client(*args, **kwargs)
+        put = client.put_object
+
+        def put_object(**params: Any) -> Any:
+            if params["Key"].endswith("/manifest.json"):
+                raise ClientError(
+                    {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject"
+                )
+            return put(**params)
+
+        client.put_object = put_object
+        return client
+
+    monkeypatch.setattr(jobs, "_s3", refusing_manifests)
+    tasks.job_finalize.apply(args=(job_id,))
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.FAILED and job.error_code == "output_not_written"
+    assert "manifest" in job.error_message and job.finished_at is not None
+    assert job.output_uri == "" and job.manifest_uri == ""
+    keys = s3_keys(world)
+    assert not any(key.endswith(("/output.jsonl", "/manifest.json")) for key in keys), keys
+    # Not merged again later: the reconciler leaves finished jobs alone.
+    assert jobs.jobs_reconcile() == 0
 
 
 def test_a_model_failing_every_call_fails_the_job_with_error_entries_for_each_record(
