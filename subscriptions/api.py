@@ -15,7 +15,7 @@ import django_filters
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
@@ -37,6 +37,7 @@ from portal.errors import NotFoundError
 from subscriptions import selectors
 from subscriptions.models import CONTENT_TYPES, Endpoint, Job, Listing, Subscription
 from subscriptions.services import access, catalog, endpoints, jobs, proxy, seller_tokens
+from subscriptions.uploads import job_upload_handlers
 
 TOKEN_HEADER = "X-Subscription-Token"  # noqa: S105 (a header name)
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -554,6 +555,13 @@ class JobViewSet(
     filterset_class = JobFilter
     pagination_class = JobCursorPagination
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        # Before anything reads the body (the session's CSRF check may): an upload is received
+        # as the upload form's is, never spooled to disk past the jobs' size limit.
+        if request.method == "POST":
+            request.upload_handlers = job_upload_handlers(request)
+        return super().initialize_request(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[Job]:
         return jobs.jobs_visible_to(self.request.user)

@@ -18,14 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.files.uploadhandler import (
-    MemoryFileUploadHandler,
-    SkipFile,
-    TemporaryFileUploadHandler,
-)
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -47,6 +41,7 @@ from subscriptions.models import Job, JobChunk, Subscription
 from subscriptions.pages import page_status_for, subscription_page_context
 from subscriptions.services import access, jobs
 from subscriptions.services.job_input import JOB_CONTENT_TYPES
+from subscriptions.uploads import job_upload_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -480,39 +475,6 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
 # --- Submitting from the subscription page --------------------------------------------------------
 
 
-class JobUploadHandler(TemporaryFileUploadHandler):
-    """Spools the form's one ``file`` part to a temporary file, at most the jobs' size limit of it.
-
-    Past the limit the bytes are counted but not written: the file keeps its true size, so
-    ``job_submit`` refuses it (413, audited) without the disk filling up first. Any other file
-    part, or a second ``file``, is skipped unread.
-    """
-
-    def __init__(self, request: HttpRequest | None = None) -> None:
-        super().__init__(request)
-        self._file_seen = False
-        self._written = 0
-
-    def new_file(self, field_name: str, *args: Any, **kwargs: Any) -> None:
-        """Start the ``file`` part; skip any other."""
-        if field_name != "file" or self._file_seen:
-            # Django closes every handler's ``file`` when a part is skipped: let go of the
-            # finished upload first, or it would be closed before the view reads it.
-            self.__dict__.pop("file", None)
-            raise SkipFile()
-        self._file_seen = True
-        self._written = 0
-        super().new_file(field_name, *args, **kwargs)
-
-    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        """Write what fits under the limit (one byte more, so "over" stays visible)."""
-        room = settings.JOBS_MAX_INPUT_BYTES + 1 - self._written
-        if room > 0:
-            piece = raw_data[:room]
-            self.file.write(piece)
-            self._written += len(piece)
-
-
 def job_content_type(upload: Any, chosen: str) -> str:
     """The file type to submit as: the one chosen, else by extension, else the browser's guess."""
     if chosen in JOB_CONTENT_TYPES:
@@ -532,7 +494,7 @@ def subscription_job_submit(request: HttpRequest, subscription_id: int) -> HttpR
     body, and CsrfViewMiddleware reads it; the inner view is CSRF protected (Django's documented
     pattern for custom upload handlers).
     """
-    request.upload_handlers = [MemoryFileUploadHandler(request), JobUploadHandler(request)]
+    request.upload_handlers = job_upload_handlers(request)
     return _subscription_job_submit(request, subscription_id)
 
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.models import AuditEvent
 from portal import aws_gateway, celery_app
 from portal.query_count import count_queries
-from subscriptions import job_pages, tasks
+from subscriptions import job_pages, tasks, uploads
 from subscriptions.models import Job, JobChunk, Subscription
 from subscriptions.services import jobs
 from tests.subscriptions.conftest import ProxyWorld
@@ -145,14 +145,14 @@ def test_a_large_upload_is_spooled_to_a_temporary_file_and_runs(
 ) -> None:
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 64  # anything larger goes to disk, as 1 GB files do
     spooled: list[str] = []
-    complete = job_pages.JobUploadHandler.file_complete
+    complete = uploads.JobUploadHandler.file_complete
 
     def spy(self, file_size):
         uploaded = complete(self, file_size)
         spooled.append(uploaded.temporary_file_path())
         return uploaded
 
-    monkeypatch.setattr(job_pages.JobUploadHandler, "file_complete", spy)
+    monkeypatch.setattr(uploads.JobUploadHandler, "file_complete", spy)
 
     response = upload(world, csv_file(good_rows(20)), capture=django_capture_on_commit_callbacks)
 
@@ -186,13 +186,13 @@ def test_an_oversized_upload_is_refused_413_without_writing_past_the_limit(
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 64
     settings.JOBS_MAX_INPUT_BYTES = 1000
     written: list[tuple[int, int]] = []
-    complete = job_pages.JobUploadHandler.file_complete
+    complete = uploads.JobUploadHandler.file_complete
 
     def spy(self, file_size):
         written.append((self._written, file_size))
         return complete(self, file_size)
 
-    monkeypatch.setattr(job_pages.JobUploadHandler, "file_complete", spy)
+    monkeypatch.setattr(uploads.JobUploadHandler, "file_complete", spy)
     big = csv_file(good_rows(300))
     size = len(big.getvalue())
 

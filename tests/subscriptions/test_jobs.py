@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db import OperationalError
 from django.utils import timezone
 
@@ -598,6 +599,30 @@ def test_bad_input_is_refused_with_its_code_and_nothing_is_left(
     assert s3_keys(world) == []
     refusal = AuditEvent.objects.get(action="job.submitted")
     assert refusal.outcome == AuditEvent.Outcome.REFUSED and refusal.reason == code
+
+
+def test_an_oversized_api_upload_is_refused_413_without_spooling_past_the_limit(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings, monkeypatch
+) -> None:
+    # As the upload form: a file over the limit is not written to disk whole before its 413.
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 64
+    settings.JOBS_MAX_INPUT_BYTES = 1000
+    spooled: list[tuple[int, int]] = []
+    complete = TemporaryFileUploadHandler.file_complete
+
+    def spy(self, file_size: int):
+        spooled.append((self.file.tell(), file_size))
+        return complete(self, file_size)
+
+    monkeypatch.setattr(TemporaryFileUploadHandler, "file_complete", spy)
+    big = csv_file(good_rows(300))
+
+    response = submit(world, big, capture=django_capture_on_commit_callbacks)
+
+    assert response.status_code == 413 and response.json()["code"] == "input_too_large"
+    # One byte past the limit on disk, the true size known.
+    assert spooled == [(1001, len(big.getvalue()))]
+    assert not Job.objects.exists() and s3_keys(world) == []
 
 
 @pytest.mark.parametrize(
