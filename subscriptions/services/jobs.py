@@ -450,7 +450,9 @@ def _retryable(exc: ServiceError) -> bool:
         status = exc.original_status
         return status is None or status == 0 or status >= 500
     if isinstance(exc, UpstreamFailure):
-        return True  # AWS 5xx on the way (assume role, storing the result)
+        # AWS 5xx on the way (assume role, storing the result); AWS refusing the LOB's role
+        # (AccessDenied...) is not transient: every try would fail the same way.
+        return not isinstance(exc.__cause__, aws_gateway.NotAuthorized)
     return isinstance(exc, TokenRejected) and exc.code == "token_expired"
 
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -356,6 +357,37 @@ def test_a_model_failing_every_call_fails_the_job_with_error_entries_for_each_re
     assert (job.records_done, job.records_failed) == (4, 4)
     output = s3_lines(world, job.output_uri)
     assert [(e["record"], e["error"]) for e in output] == [(n, "model_error") for n in range(4)]
+
+
+def test_a_refusal_of_the_lobs_role_is_not_retried_and_fails_each_chunk_at_once(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    # The account's invoke role lacks sagemaker:InvokeEndpoint: every try fails the same way, so
+    # retries (for transient failures only) would only delay the job's end.
+    refused: list[str] = []
+    real_client = aws_gateway.client
+
+    def refuse(**parameters: Any):
+        refused.append(parameters["EndpointName"])
+        error = {"Code": "AccessDeniedException", "Message": "not authorized to InvokeEndpoint"}
+        raise ClientError(
+            {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, "InvokeEndpoint"
+        )
+
+    def client(service: str, **kwargs: Any):
+        if service == "sagemaker-runtime":
+            return SimpleNamespace(invoke_endpoint=refuse)
+        return real_client(service, **kwargs)
+
+    monkeypatch.setattr(aws_gateway, "client", client)
+    response = submit(world, csv_file(good_rows(7)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.FAILED and job.error_code == "chunks_failed"
+    assert len(refused) == job.chunks_total == 3  # one call a chunk, none again
+    assert (job.records_done, job.records_failed) == (7, 7)
+    output = s3_lines(world, job.output_uri)
+    assert {e["error"] for e in output} == {"upstream_error"}
 
 
 def test_a_submitter_removed_from_the_lob_stops_the_job_when_it_runs(
