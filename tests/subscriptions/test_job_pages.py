@@ -238,8 +238,24 @@ def _raw(data: bytes, name: str = "input.csv") -> io.BytesIO:
         (b"a@example.com,5550100\nb@example.com,5550101\n", "input.csv", 400, "no_header", ""),
         (b"email\n" + b"a@example.com\n" * 100, "input.csv", 413, "input_too_large", "MB"),
         (b'{"records": []}', "input.json", 415, "unsupported_content_type", "text/csv"),
+        (b"email;phone\na;b\n", "input.csv", 400, "wrong_delimiter", "delimiter"),
+        (b"email,phone\n\xff\xfeabc,1\n", "input.csv", 400, "invalid_encoding", "line 2"),
+        (b"email,phone\n" + b"x" * 300 + b",1\n", "input.csv", 400, "line_too_long", "line 2"),
+        (b'{"email": "' + b"x" * 300 + b'"}\n', "input.jsonl", 400, "line_too_long", "line 1"),
+        (b'{"email": "a@example.com"}\n\xff\n', "input.jsonl", 400, "invalid_encoding", "line 2"),
     ],
-    ids=["empty", "header-only", "no-header", "too-large", "json"],
+    ids=[
+        "empty",
+        "header-only",
+        "no-header",
+        "too-large",
+        "json",
+        "semicolons",
+        "not-utf8",
+        "long-line",
+        "jsonl-long-line",
+        "jsonl-not-utf8",
+    ],
 )
 def test_bad_input_rerenders_the_subscription_page_with_the_error_and_creates_nothing(
     world: ProxyWorld,
@@ -252,6 +268,7 @@ def test_bad_input_rerenders_the_subscription_page_with_the_error_and_creates_no
     says: str,
 ) -> None:
     settings.JOBS_MAX_INPUT_BYTES = 1000
+    settings.JOBS_MAX_LINE_BYTES = 200
 
     response = upload(world, _raw(data, name), capture=django_capture_on_commit_callbacks)
 

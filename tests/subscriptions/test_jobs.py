@@ -3,25 +3,28 @@ merged output and manifest in the LOB's bucket; progress, retries, cancellation,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from django.conf import settings as django_settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db import OperationalError
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Membership
-from portal import aws_gateway
+from portal import aws_gateway, celery_app
 from subscriptions import tasks
 from subscriptions.models import Job, JobChunk
 from subscriptions.services import jobs
-from tests.subscriptions.conftest import ProxyWorld
+from tests.subscriptions.conftest import ACCOUNT_A, PRODUCT, ProxyWorld
 
 pytestmark = pytest.mark.django_db
 
@@ -262,6 +265,43 @@ def test_throttling_and_model_5xx_are_retried_until_every_record_has_its_output(
     assert job.subscription.invocations.exclude(outcome="ok").exists()  # there were failures
 
 
+def test_the_seller_token_is_renewed_between_chunks_once_most_of_its_life_is_spent(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings
+) -> None:
+    # A 15-minute token cached for about a quarter of a second; each model call takes longer.
+    settings.SELLER_TOKEN_CACHE_FRACTION = 0.0003
+    world.knobs(latency_ms=400)
+    response = submit(world, csv_file(good_rows(10)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED, job.error_message
+    assert 1 < world.seller_counter.calls["/auth/init"] <= job.chunks_total
+
+
+def test_a_chunk_whose_seller_token_expired_gets_a_new_one_and_runs_again(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    authorize = jobs.subscription_authorize
+    handed_out: list[str] = []
+
+    def expired_first(**kwargs: Any):
+        seller_token = authorize(**kwargs)
+        if not handed_out:  # as if it had expired between the chunk's check and its call
+            expired = world.sign(iat=int(time.time()) - 1000, exp=int(time.time()) - 100)
+            seller_token = dataclasses.replace(seller_token, token=expired)
+        handed_out.append(seller_token.token)
+        return seller_token
+
+    monkeypatch.setattr(jobs, "subscription_authorize", expired_first)
+    response = submit(world, csv_file(good_rows(7)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED, job.error_message
+    outcomes = list(job.subscription.invocations.values_list("outcome", flat=True))
+    assert sorted(outcomes) == ["ok", "ok", "ok", "token_expired"]
+    assert [e["record"] for e in s3_lines(world, job.output_uri)] == list(range(7))
+
+
 @pytest.mark.parametrize("fails", ["_chunk_close", "_chunk_prepare"])
 def test_a_database_error_in_a_chunk_is_retried_and_every_record_gets_its_output(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch, fails: str
@@ -408,6 +448,51 @@ def test_a_submitter_removed_from_the_lob_stops_the_job_when_it_runs(
     assert job.error_code == "not_a_member"
     assert world.container_counter.calls["/invocations"] == 0
     assert not job.chunks.filter(status=JobChunk.Status.PENDING).exists()
+
+
+@pytest.mark.parametrize("change", ["subscription_inactive", "not_entitled"])
+def test_a_subscription_no_longer_usable_stops_the_job_when_it_runs(
+    world: ProxyWorld, django_capture_on_commit_callbacks, change: str
+) -> None:
+    response = submit(
+        world, csv_file(good_rows(4)), run=False, capture=django_capture_on_commit_callbacks
+    )
+    assert response.status_code == 202
+    if change == "subscription_inactive":
+        world.subscription_a.status = "cancelled"
+        world.subscription_a.save()
+    else:  # the seller no longer vouches for lob-a's account
+        entitlements = world.seller_app.extensions["seller_token_service"]["entitlements"]
+        entitlements.revoke(PRODUCT, ACCOUNT_A)
+
+    for callback in response.callbacks:
+        with django_capture_on_commit_callbacks(execute=True):
+            callback()
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert (job.status, job.error_code) == (Job.Status.FAILED, change)
+    assert job.error_message
+    assert world.container_counter.calls["/invocations"] == 0
+    assert not job.chunks.filter(status=JobChunk.Status.PENDING).exists()
+    event = AuditEvent.objects.get(action="job.stopped", target_id=str(job.pk))
+    assert event.reason == change
+
+
+def test_chunks_are_cut_to_stay_within_the_payload_limit(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.JOBS_RECORDS_PER_CHUNK = 1000
+    settings.JOBS_MAX_CHUNK_BYTES = 100
+    response = submit(world, csv_file(good_rows(10)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED and job.chunks_total > 1
+    header = len(b"email,phone\n")
+    assert all(
+        header + chunk.byte_length <= 100
+        for chunk in job.chunks.all()  # the payload a chunk sends is its header and its rows
+    )
+    assert [e["record"] for e in s3_lines(world, job.output_uri)] == list(range(10))
 
 
 def test_a_chunk_delivered_twice_is_counted_once(
@@ -607,6 +692,11 @@ def _raw(data: bytes, name: str = "input.csv") -> io.BytesIO:
         (_raw(b"email,phone\n" + b"x" * 300 + b",1\n"), 400, "line_too_long"),
         (_raw(b'email,phone\n"a@example.com,1\n'), 400, "unclosed_quote"),
         (_raw(b"email,phone\na,b\n", "input.jsonl"), 400, "invalid_jsonlines"),
+        (_raw(b"", "input.jsonl"), 400, "empty_input"),
+        (_raw(b"\n \t\n", "input.jsonl"), 400, "empty_input"),
+        (_raw(b'{"email": "a@example.com"}\n\xff\xfe\n', "input.jsonl"), 400, "invalid_encoding"),
+        (_raw(b'{"email": "' + b"x" * 300 + b'"}\n', "input.jsonl"), 400, "line_too_long"),
+        (_raw(b'{"email": "a@example.com"}\n' * 50, "input.jsonl"), 413, "input_too_large"),
         (_raw(b"email\n" + b"a@example.com\n" * 100), 413, "input_too_large"),
         (_raw(b'{"records": []}', "input.json"), 415, "unsupported_content_type"),
     ],
@@ -735,6 +825,29 @@ def test_another_lobs_job_is_not_found_on_every_endpoint(
     assert response.status_code == 404
     assert Job.objects.get(pk=job_id).status == Job.Status.SUCCEEDED
     assert not AuditEvent.objects.filter(action="job.downloaded").exists()
+
+
+def test_jobs_list_pages_by_cursor_newest_first_and_filters_by_subscription(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    ids = [
+        submit(
+            world, csv_file(good_rows(2)), run=False, capture=django_capture_on_commit_callbacks
+        ).json()["id"]
+        for _ in range(3)
+    ]
+    client = world.client("analyst")
+
+    first = client.get("/api/v1/jobs/?page_size=2").json()
+    second = client.get(first["next"]).json()
+
+    assert "cursor=" in first["next"] and first["previous"] is None
+    assert [job["id"] for job in first["results"]] == ids[:0:-1]
+    assert [job["id"] for job in second["results"]] == ids[:1] and second["next"] is None
+    mine = client.get(f"/api/v1/jobs/?subscription={world.subscription_a.pk}").json()
+    assert [job["id"] for job in mine["results"]] == ids[::-1]
+    other = client.get(f"/api/v1/jobs/?subscription={world.subscription_b.pk}").json()
+    assert other["results"] == []
 
 
 def test_viewer_may_not_cancel_and_platform_admin_sees_every_job(
@@ -947,3 +1060,24 @@ def test_a_chunks_records_and_line_numbers_are_found_as_line_by_line(
     )
 
     assert found == _records_line_by_line(data, media_type, "email,phone\n", 7)
+
+
+# --- Never lose work: how the tasks are delivered -------------------------------------------------
+
+
+def test_job_tasks_are_acked_late_and_end_before_redis_delivers_them_again() -> None:
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    assert celery_app.conf.task_acks_late and celery_app.conf.task_reject_on_worker_lost
+    job_tasks = (
+        tasks.job_start,
+        tasks.job_chunk_run,
+        tasks.job_chunks_run,
+        tasks.job_finalize,
+        tasks.jobs_reconcile,
+    )
+    for task in job_tasks:
+        assert task.acks_late is True, task.name
+        assert task.soft_time_limit < task.time_limit < visibility, task.name
+    entry = django_settings.CELERY_BEAT_SCHEDULE["reconcile-jobs"]
+    assert entry["task"] == tasks.jobs_reconcile.name
+    assert entry["schedule"] == float(django_settings.JOBS_RECONCILE_INTERVAL_SECONDS)
