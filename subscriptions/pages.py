@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max, Q, QuerySet, Sum
@@ -22,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET
 
 from accounts.models import User
@@ -29,6 +31,7 @@ from accounts.selectors import may_invoke
 from portal.errors import NotFoundError, NotPermitted, ServiceError
 from portal.views import form_action
 from subscriptions import selectors
+from subscriptions.errors import PayloadTooLarge
 from subscriptions.models import CONTENT_TYPES, Endpoint, Invocation, Subscription
 from subscriptions.services import access, endpoints, proxy, seller_tokens
 
@@ -242,6 +245,17 @@ def page_status_for(exc: ServiceError) -> int:
     return exc.status if exc.status < 500 else 200
 
 
+def _form_too_large(request: HttpRequest) -> int | None:
+    """The form-size limit when the request's body is over it (Django would refuse to read it)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    return limit if limit is not None and length > limit else None
+
+
+@csrf_exempt
 @form_action
 @login_required
 def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse:
@@ -249,7 +263,31 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
 
     The same services as the API: a seller token (cached), then the authorized call, which stores
     the answer in S3 and records it. People who may not run the LOB's models get a 403 page.
+
+    Records over the form's size limit (``DATA_UPLOAD_MAX_MEMORY_SIZE``) get the page back with
+    a 413 rather than Django's bare "Bad Request": that is decided before anything reads the body
+    (CsrfViewMiddleware would), so it is exempt here and the call itself is CSRF protected. The
+    body is never read then, no call is made and nothing is recorded.
     """
+    limit = _form_too_large(request)
+    if limit is None:
+        return _subscription_try(request, subscription_id)
+    subscription, refusal = _subscription_or_404(request, subscription_id)
+    if refusal is not None:
+        return refusal
+    page = subscription_page_context(request, subscription)
+    page["try_error"] = PayloadTooLarge(
+        f"The records are over the {limit // 1024:,} KB this form takes; send up to "
+        f"{settings.INVOKE_MAX_PAYLOAD_BYTES // (1024 * 1024)} MB to the API, or upload a file "
+        "as a job."
+    )
+    response = render(request, "subscriptions/subscription_detail.html", page, status=413)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@csrf_protect
+def _subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse:
     subscription, refusal = _subscription_or_404(request, subscription_id)
     if refusal is not None:
         # As in the API: a call aimed at a subscription the person cannot see is audited too.

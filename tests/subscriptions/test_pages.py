@@ -513,6 +513,45 @@ def test_try_it_with_a_content_type_the_listing_does_not_accept(proxy: ProxyWorl
     assert Invocation.objects.get().outcome == "unsupported_content_type"
 
 
+def test_try_it_with_records_over_the_forms_size_limit_says_so_with_413(
+    proxy: ProxyWorld, settings
+) -> None:
+    # Django refuses a form body over DATA_UPLOAD_MAX_MEMORY_SIZE before any view reads it: the
+    # person gets the page with the reason, not a bare "Bad Request".
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = CSV_RECORDS + "bob@example.org,\r\n" * 1000
+
+    response = try_it(proxy, "analyst", body=body)
+
+    assert response.status_code == 413
+    assert response.templates[0].name == "subscriptions/subscription_detail.html"
+    assert response.context["try_error"].code == "payload_too_large"
+    assert "job" in str(response.context["try_error"])
+    assert str(response.context["try_error"]) in page_text(response)
+    assert 'data-testid="try-form"' in response.content.decode()
+    assert proxy.container_counter.calls["/invocations"] == 0
+    assert not Invocation.objects.exists()
+    # Another LOB's subscription is still not found, whatever the size.
+    other = client_for(proxy.world, "other_lob_member").post(
+        f"/subscriptions/{proxy.subscription_a.pk}/try/", {"body": body}
+    )
+    assert other.status_code == 404
+
+
+def test_try_it_is_csrf_protected(proxy: ProxyWorld) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(proxy.world.user("analyst"))
+
+    response = client.post(
+        f"/subscriptions/{proxy.subscription_a.pk}/try/",
+        {"content_type": "text/csv", "body": CSV_RECORDS},
+    )
+
+    assert response.status_code == 403
+    assert proxy.container_counter.calls["/invocations"] == 0
+    assert not Invocation.objects.exists()
+
+
 def test_try_it_escapes_error_messages(proxy: ProxyWorld) -> None:
     response = try_it(proxy, "analyst", content_type="text/<b>bold</b>")
 
