@@ -450,8 +450,8 @@ def test_a_submitter_removed_from_the_lob_stops_the_job_when_it_runs(
     assert not job.chunks.filter(status=JobChunk.Status.PENDING).exists()
 
 
-@pytest.mark.parametrize("change", ["subscription_inactive", "not_entitled"])
-def test_a_subscription_no_longer_usable_stops_the_job_when_it_runs(
+@pytest.mark.parametrize("change", ["subscription_inactive", "not_entitled", "may_not_invoke"])
+def test_a_job_the_submitter_may_no_longer_run_stops_with_the_reason(
     world: ProxyWorld, django_capture_on_commit_callbacks, change: str
 ) -> None:
     response = submit(
@@ -461,9 +461,13 @@ def test_a_subscription_no_longer_usable_stops_the_job_when_it_runs(
     if change == "subscription_inactive":
         world.subscription_a.status = "cancelled"
         world.subscription_a.save()
-    else:  # the seller no longer vouches for lob-a's account
+    elif change == "not_entitled":  # the seller no longer vouches for lob-a's account
         entitlements = world.seller_app.extensions["seller_token_service"]["entitlements"]
         entitlements.revoke(PRODUCT, ACCOUNT_A)
+    else:  # the submitter is now a viewer
+        Membership.objects.filter(user=world.world.user("analyst")).update(
+            role=Membership.Role.VIEWER
+        )
 
     for callback in response.callbacks:
         with django_capture_on_commit_callbacks(execute=True):
@@ -557,6 +561,60 @@ def test_the_same_idempotency_key_returns_the_same_job(
     assert Job.objects.count() == 1
     assert len([k for k in s3_keys(world) if k.endswith("/input")]) == 1
     assert world.container_counter.calls["/invocations"] == 2  # ran once
+
+
+def test_an_idempotency_key_belongs_to_its_submitter_and_subscription(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    key = "batch-2026-11-23"
+    mine = submit(
+        world,
+        csv_file(good_rows(2)),
+        idempotency_key=key,
+        run=False,
+        capture=django_capture_on_commit_callbacks,
+    )
+    theirs = submit(
+        world,
+        csv_file(good_rows(2)),
+        principal="lob_admin",
+        idempotency_key=key,
+        run=False,
+        capture=django_capture_on_commit_callbacks,
+    )
+    Membership.objects.create(
+        user=world.world.user("analyst"), lob=world.world.lob_b, role=Membership.Role.ANALYST
+    )
+    elsewhere = submit(
+        world,
+        csv_file(good_rows(2)),
+        subscription=world.subscription_b,
+        idempotency_key=key,
+        run=False,
+        capture=django_capture_on_commit_callbacks,
+    )
+
+    assert mine.status_code == theirs.status_code == 202
+    assert mine.json()["id"] != theirs.json()["id"]
+    assert elsewhere.status_code == 409 and elsewhere.json()["code"] == "idempotency_key_reused"
+    assert Job.objects.count() == 2
+
+
+def test_an_input_uri_naming_no_object_is_refused_and_nothing_is_left(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = world.client("analyst").post(
+            "/api/v1/jobs/",
+            {
+                "subscription": world.subscription_a.pk,
+                "input_uri": f"s3://{BUCKET_A}/gatehouse/lob-a/uploads/missing.csv",
+            },
+            format="json",
+        )
+
+    assert response.status_code == 400 and response.json()["code"] == "input_not_found"
+    assert not Job.objects.exists() and s3_keys(world) == []
 
 
 def test_cancelling_skips_the_remaining_chunks_and_keeps_finished_parts(
