@@ -537,6 +537,30 @@ def test_reconciler_enqueues_the_chunks_of_a_stalled_job(
     assert job.status == Job.Status.SUCCEEDED and job.records_done == 7
 
 
+@pytest.mark.parametrize("lost", ["chunks", "finalize"])
+def test_reconciler_enqueues_what_a_running_job_is_missing(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings, lost: str
+) -> None:
+    settings.JOBS_STALL_SECONDS = 60
+    job_id = running_job(world, django_capture_on_commit_callbacks)
+    # Chunk 0 ran; the messages of the others (or of the final step) were lost.
+    done = [0] if lost == "chunks" else [0, 1, 2]
+    with django_capture_on_commit_callbacks(execute=False):
+        for index in done:
+            tasks.job_chunk_run.apply(args=(job_id, index))
+    Job.objects.filter(pk=job_id).update(last_progress_at=timezone.now() - timedelta(minutes=5))
+    calls_before = world.container_counter.calls["/invocations"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.jobs_reconcile.apply().get() == 1
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == Job.Status.SUCCEEDED and (job.records_done, job.chunks_done) == (7, 3)
+    assert [e["record"] for e in s3_lines(world, job.output_uri)] == list(range(7))
+    # Only what was missing ran: chunk 0 was not called again.
+    assert world.container_counter.calls["/invocations"] - calls_before == 3 - len(done)
+
+
 # --- Idempotency and cancellation -----------------------------------------------------------------
 
 
