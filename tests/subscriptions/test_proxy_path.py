@@ -222,3 +222,19 @@ def test_the_listing_product_code_names_the_token_audience(proxy: ProxyWorld) ->
     assert claims["aud"] == PRODUCT
     assert claims["sub"] == ACCOUNT_A
     assert claims["subscription_ref"] == str(proxy.subscription_a.pk)
+
+
+def test_neither_the_token_nor_the_payload_is_logged(proxy: ProxyWorld, caplog) -> None:
+    caplog.set_level("DEBUG")  # as with LOG_LEVEL=DEBUG: the settings keep botocore quiet
+    token = proxy.token()
+    body = b'{"email": "Jane.Doe@Example.com"}\n'
+
+    allowed = proxy.invoke("analyst", proxy.subscription_a, token=token, body=body)
+    refused = proxy.invoke("analyst", proxy.subscription_a, token=token[:-4] + "AAAA", body=body)
+    proxy.knobs(error_rate=1.0)
+    failed = proxy.invoke("analyst", proxy.subscription_a, token=token, body=body)
+
+    assert (allowed.status_code, refused.status_code, failed.status_code) == (200, 401, 502)
+    assert "subscription.invoked" in caplog.text
+    for secret in (token, token.split(".")[2], "Jane.Doe", "Example.com"):
+        assert secret not in caplog.text
