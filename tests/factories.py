@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 
 from accounts.models import AwsAccount, Lob, Membership, User
-from subscriptions.models import Endpoint, Invocation, Listing, Subscription
+from subscriptions.models import Endpoint, Invocation, Job, Listing, Subscription
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -117,3 +117,22 @@ class InvocationFactory(factory.django.DjangoModelFactory):
     bytes_in = 1000
     bytes_out = 800
     records = 10
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    """A job row of three CSV records in one chunk, its input named under the LOB's prefix (no
+    object behind it: for pages and refusals, not for running)."""
+
+    class Meta:
+        model = Job
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    content_type = "text/csv"
+    input_uri = factory.LazyAttribute(
+        lambda job: (
+            f"s3://{job.subscription.lob.aws_account.results_bucket}/"
+            f"gatehouse/{job.subscription.lob.slug}/jobs/input"
+        )
+    )
+    records_total = 3
+    chunks_total = 1
