@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts import tasks
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership, User
-from accounts.services import mapping_publication
+from accounts.services import mapping_publication, tenancy
 from accounts.services.mapping_publication import (
     DrainResult,
     desired_lob_item,
@@ -822,3 +822,48 @@ def test_items_whose_keys_hold_nul_are_repaired_and_imported_without_a_database_
 
     assert "stray\x00user" not in tables.scan(tables.users)
     assert not Membership.objects.filter(user__username="carol").exists()
+
+
+# --- Repairs and changes racing -------------------------------------------------------------------
+@pytest.mark.skipif(
+    not connection.features.has_select_for_update_skip_locked,
+    reason="needs PostgreSQL (row locks between connections); CI runs it on PostgreSQL",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_repair_racing_a_change_and_its_drain_leaves_no_stale_item(
+    tables: Tables, monkeypatch
+) -> None:
+    """`dynamodb_sync --apply` computed alice's item, then she was removed and that change was
+    drained before the repair's write landed: the table must still end without her item."""
+    alice = user("alice")
+    membership = member(alice, lob("lob-a"))
+    admin = user("root", is_staff=True)
+    drift = mapping_drift()
+    assert [entry.key for entry in drift.users.missing] == ["alice"]
+    real_write = mapping_publication._write
+    repair_thread = threading.get_ident()
+    raced: list[DrainResult] = []
+
+    def change_and_drain_elsewhere() -> None:
+        try:
+            tenancy.membership_delete(membership=membership, acting_user=admin)
+            raced.append(mapping_outbox_drain())
+        finally:
+            connection.close()
+
+    def write(dynamodb, *, table, key, item):
+        if threading.get_ident() == repair_thread and key == "alice" and not raced:
+            other = threading.Thread(target=change_and_drain_elsewhere)
+            other.start()
+            other.join(10)
+        real_write(dynamodb, table=table, key=key, item=item)
+
+    monkeypatch.setattr(mapping_publication, "_write", write)
+
+    mapping_publication.mapping_repair(drift=drift)
+    assert raced
+    make_all_due()
+    mapping_outbox_drain()  # what beat does every 30 s
+
+    assert tables.user("alice") is None
+    assert mapping_drift().clean
