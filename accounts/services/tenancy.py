@@ -281,6 +281,9 @@ def membership_create(
     _check_role(role)
     if not user.is_active:
         raise ServiceError("That user is deactivated.", code="user_inactive", field="user")
+    # Wait for a change of the LOB in flight: a deactivation queues the members it sees, so one
+    # added meanwhile (and published as in an active LOB) would stay in the users table.
+    list(Lob.objects.select_for_update().filter(pk=lob.pk).values_list("pk", flat=True))
     if Membership.objects.filter(lob=lob, user=user).exists():
         raise Conflict(f"{user.username} is already a member of {lob.slug}.", code="already_member")
     membership = Membership(lob=lob, user=user, role=role)

@@ -867,3 +867,55 @@ def test_a_repair_racing_a_change_and_its_drain_leaves_no_stale_item(
 
     assert tables.user("alice") is None
     assert mapping_drift().clean
+
+
+@pytest.mark.skipif(
+    not connection.features.has_select_for_update_skip_locked,
+    reason="needs PostgreSQL (row locks between connections); CI runs it on PostgreSQL",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_member_added_while_the_lob_is_deactivated_is_not_left_in_the_table(
+    tables: Tables,
+) -> None:
+    """The deactivation queues the members it sees; one added meanwhile, and drained before the
+    deactivation committed, must not stay in the users table."""
+    lob_a = lob("lob-a")
+    member(user("alice"), lob_a)
+    bob, admin = user("bob"), user("root", is_staff=True)
+    deactivated, commit = threading.Event(), threading.Event()
+
+    def deactivate() -> None:
+        try:
+            with transaction.atomic():
+                tenancy.lob_update(
+                    lob=Lob.objects.get(pk=lob_a.pk), acting_user=admin, is_active=False
+                )
+                deactivated.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    def add_bob() -> None:
+        try:
+            tenancy.membership_create(
+                lob=Lob.objects.get(pk=lob_a.pk), user=bob, role="analyst", acting_user=admin
+            )
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=deactivate)
+    first.start()
+    assert deactivated.wait(10)
+    second = threading.Thread(target=add_bob)
+    second.start()
+    second.join(2)
+    mapping_outbox_drain()  # bob's drain, while the deactivation is not committed yet
+    commit.set()
+    first.join(10)
+    second.join(10)
+    make_all_due()
+    mapping_outbox_drain()
+
+    assert Membership.objects.filter(user=bob, lob=lob_a).exists()
+    assert tables.user("bob") is None
+    assert mapping_drift().clean
