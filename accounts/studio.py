@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 
 from accounts import selectors
@@ -78,6 +79,13 @@ class StudioProfileNameInvalid(StudioError):
 
     code = "studio_profile_name_invalid"
     title = "Your Studio profile name is not valid"
+
+
+class StudioProfileShared(StudioError):
+    """Another person's membership opens the same user profile in the same domain."""
+
+    code = "studio_profile_shared"
+    title = "Your Studio profile is someone else's too"
 
 
 class StudioDomainNotFound(StudioError):
@@ -192,6 +200,7 @@ def studio_url_create(
             )
         sagemaker = _studio_client(account=account, session_name=session_name)
         detail["domain_id"] = domain_id = _domain_of(sagemaker, lob=lob)
+        _require_own_profile(membership, profile_name=profile_name, domain_id=domain_id)
         url = _presigned_url(
             sagemaker,
             lob=lob,
@@ -390,6 +399,29 @@ def _domain_of(sagemaker: Any, *, lob: Lob) -> str:
         hint="The account owner creates the LOB's Studio domain, or a platform admin "
         "points the LOB at the right account.",
     )
+
+
+def _require_own_profile(membership: Membership, *, profile_name: str, domain_id: str) -> None:
+    """Refuse a profile that another person's membership opens in the same domain (a profile
+    name set to a colleague's, or to their username): the URL would land in their Studio."""
+    account_id = membership.lob.aws_account_id
+    shared = (
+        Membership.objects.filter(
+            lob__aws_account_id=account_id, lob__studio_domain_id__in=(domain_id, "")
+        )
+        .exclude(user_id=membership.user_id)
+        .filter(
+            Q(studio_profile_name=profile_name)
+            | Q(studio_profile_name="", user__username=profile_name)
+        )
+        .exists()
+    )
+    if shared:
+        raise StudioProfileShared(
+            f"The Studio user profile “{profile_name}” of domain {domain_id} is opened by "
+            "another member too; it is opened for nobody until each has their own.",
+            hint="A platform admin sets a Studio profile name of your own on your membership.",
+        )
 
 
 def _list_domains(sagemaker: Any) -> list[dict[str, Any]]:

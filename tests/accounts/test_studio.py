@@ -102,7 +102,7 @@ def studio_stand_in(moto_server: str, clock: Clock) -> Iterator[ThreadedServer]:
         (
             ACCOUNT_A,
             "studio-lob-a",
-            ["lob-a-analyst", "lob-a-viewer", "studio-carol", "user-lob-a"],
+            ["lob-a-analyst", "lob-a-viewer", "studio-carol", "studio-lob-a-admin", "user-lob-a"],
         ),
         (ACCOUNT_B, "studio-lob-b", ["lob-b-analyst"]),
         (ACCOUNT_TWO_DOMAINS, "studio-one", ["lob-a-analyst"]),
@@ -286,9 +286,33 @@ def test_two_users_are_told_apart_in_aws(studio_world) -> None:
 
 def test_lob_admin_opens_studio_too(studio_world) -> None:
     membership = Membership.objects.get(user=studio_world.user("lob_admin"))
-    membership.studio_profile_name = "lob-a-analyst"  # the admin's own profile is not seeded
+    membership.studio_profile_name = "studio-lob-a-admin"
     membership.save()
     assert studio_world.open("lob_admin").status_code == 302
+
+
+def test_a_profile_another_member_opens_is_never_presigned(studio_world) -> None:
+    """Someone whose profile name is set to a colleague's profile (the colleague's username by
+    default) must not land in the colleague's Studio."""
+    membership = Membership.objects.get(user=studio_world.user("lob_admin"))
+    membership.studio_profile_name = "lob-a-analyst"  # lob-a-analyst's own profile
+    membership.save()
+
+    refused = studio_world.open("lob_admin", HTTP_ACCEPT=JSON)
+
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "studio_profile_shared"
+    assert studio_world.calls() == []
+    [failure] = events(outcome="failure")
+    assert (failure.actor, failure.reason) == (
+        studio_world.user("lob_admin"),
+        "studio_profile_shared",
+    )
+    assert studio_world.open("analyst").status_code == 409  # nor the colleague, until it is fixed
+
+    membership.studio_profile_name = ""
+    membership.save()
+    assert studio_world.open("analyst").status_code == 302
 
 
 def test_membership_profile_name_replaces_the_username(studio_world) -> None:
