@@ -206,6 +206,9 @@ def lob_update(
 def lob_delete(*, lob: Lob, acting_user: User, request: HttpRequest | None = None) -> None:
     """Delete a LOB and its memberships (platform admins only)."""
     require_platform_admin(acting_user)
+    # Wait for a member being added: one inserted between collecting the LOB's rows and deleting
+    # them would fail the LOB's DELETE on its foreign key.
+    _lob_lock(lob)
     before = snapshot(lob, LOB_FIELDS)
     usernames = list(lob.memberships.values_list("user__username", flat=True))
     slug = lob.slug
@@ -232,6 +235,12 @@ def lob_delete(*, lob: Lob, acting_user: User, request: HttpRequest | None = Non
 
 
 # --- Memberships ----------------------------------------------------------------------------------
+
+
+def _lob_lock(lob: Lob) -> None:
+    """Lock the LOB's row until the transaction ends: adding a member, and changing or deleting
+    the LOB, then happen one after the other."""
+    list(Lob.objects.select_for_update().filter(pk=lob.pk).values_list("pk", flat=True))
 
 
 def _require_member_manager(user: User, lob: Lob) -> None:
@@ -282,8 +291,9 @@ def membership_create(
     if not user.is_active:
         raise ServiceError("That user is deactivated.", code="user_inactive", field="user")
     # Wait for a change of the LOB in flight: a deactivation queues the members it sees, so one
-    # added meanwhile (and published as in an active LOB) would stay in the users table.
-    list(Lob.objects.select_for_update().filter(pk=lob.pk).values_list("pk", flat=True))
+    # added meanwhile (and published as in an active LOB) would stay in the users table; a
+    # deletion collects the rows it deletes.
+    _lob_lock(lob)
     if Membership.objects.filter(lob=lob, user=user).exists():
         raise Conflict(f"{user.username} is already a member of {lob.slug}.", code="already_member")
     membership = Membership(lob=lob, user=user, role=role)

@@ -919,3 +919,54 @@ def test_a_member_added_while_the_lob_is_deactivated_is_not_left_in_the_table(
     assert Membership.objects.filter(user=bob, lob=lob_a).exists()
     assert tables.user("bob") is None
     assert mapping_drift().clean
+
+
+@pytest.mark.skipif(
+    not connection.features.has_select_for_update_skip_locked,
+    reason="needs PostgreSQL (row locks between connections); CI runs it on PostgreSQL",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_lob_deleted_while_a_member_is_added_goes_with_that_member(tables: Tables) -> None:
+    """The deletion collects the LOB's rows, then deletes them: a membership inserted between the
+    two made the LOB's DELETE fail its foreign key (a 500), unless the deletion waits for it."""
+    lob_a = lob("lob-a")
+    bob, admin = user("bob"), user("root", is_staff=True)
+    added, commit = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def add_bob() -> None:
+        try:
+            with transaction.atomic():
+                tenancy.membership_create(
+                    lob=Lob.objects.get(pk=lob_a.pk), user=bob, role="analyst", acting_user=admin
+                )
+                added.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    def delete_lob() -> None:
+        try:
+            tenancy.lob_delete(lob=Lob.objects.get(pk=lob_a.pk), acting_user=admin)
+        except BaseException as exc:  # reported below, from the test's own thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=add_bob)
+    first.start()
+    assert added.wait(10)
+    second = threading.Thread(target=delete_lob)
+    second.start()
+    second.join(1)  # the deletion is under way (and, with the fix, waiting) before bob commits
+    commit.set()
+    first.join(10)
+    second.join(10)
+
+    assert failures == []
+    assert not Lob.objects.filter(pk=lob_a.pk).exists()
+    assert not Membership.objects.filter(user=bob).exists()
+    make_all_due()
+    mapping_outbox_drain()
+    assert tables.user("bob") is None
+    assert mapping_drift().clean
