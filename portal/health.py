@@ -2,16 +2,22 @@
 
 ``/healthz`` says the process answers. ``/readyz`` says it can do its work: the database and Redis
 answer; otherwise 503 naming what is down. Neither needs authentication nor reveals configuration.
+
+Both are answered by ``HealthCheckMiddleware`` before anything checks the Host header: a load
+balancer or orchestrator probes each target by its own address (an ALB sends the target's IP as
+Host), which is not in ALLOWED_HOSTS, so Django would answer it 400 and no target would ever turn
+healthy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -58,3 +64,19 @@ def readyz(request: HttpRequest) -> JsonResponse:
             status=503,
         )
     return JsonResponse({"status": "ok", "checks": checks})
+
+
+_PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+
+class HealthCheckMiddleware:
+    """Answers /healthz and /readyz whatever the Host header names (see the module docstring)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = _PROBES.get(request.path_info)
+        if probe is not None:
+            return probe(request)
+        return self.get_response(request)

@@ -45,3 +45,20 @@ def test_readyz_names_database_when_it_is_down(client: Client, monkeypatch) -> N
 
 def test_health_endpoints_refuse_writes(client: Client) -> None:
     assert client.post("/healthz").status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_addressed_to_the_target_ip_are_answered(client: Client, settings, path) -> None:
+    # An ALB (and a Kubernetes probe) sends the target's own address as Host, which is not one of
+    # the portal's host names: the probe must still be answered, or no target ever gets healthy.
+    settings.ALLOWED_HOSTS = ["gatehouse.internal.example"]
+
+    response = client.get(path, HTTP_HOST="10.0.1.23:8000")
+
+    assert response.status_code == 200
+
+
+def test_other_pages_still_refuse_an_unknown_host(client: Client, settings) -> None:
+    settings.ALLOWED_HOSTS = ["gatehouse.internal.example"]
+
+    assert client.get("/login/", HTTP_HOST="10.0.1.23:8000").status_code == 400
