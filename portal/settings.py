@@ -14,6 +14,7 @@ Two profiles, chosen by ``GATEHOUSE_ENV``:
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import environ
@@ -151,7 +152,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
-# Must exceed the hard time limit, or Redis re-delivers a task that is still running.
+# Must exceed every hard time limit, or Redis re-delivers a task that is still running (checked
+# below, with the jobs' settings).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     "socket_connect_timeout": 5,
@@ -418,6 +420,30 @@ CELERY_BEAT_SCHEDULE["reconcile-jobs"] = {
     "schedule": float(JOBS_RECONCILE_INTERVAL_SECONDS),
     "options": {"expires": max(JOBS_RECONCILE_INTERVAL_SECONDS - 5, 5)},
 }
+
+# --- Task time limits -----------------------------------------------------------------------------
+# Redis hands a task not acknowledged within the visibility timeout to another worker, so the
+# timeout must exceed every task's hard time limit, and a hard limit its soft one. The longest
+# limits are set in subscriptions/tasks.py: job_finalize (1800 s) and a run of
+# JOBS_CHUNKS_PER_TASK chunks (240 s each); a test keeps this figure equal to the longest one.
+# Production refuses to start otherwise; local runs only warn (a test shortens the visibility
+# timeout on purpose, to see a killed worker's task delivered again).
+TASK_TIME_LIMIT_MAX = max(1800, 240 * max(JOBS_CHUNKS_PER_TASK, 1))
+_visibility_timeout = CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+if not (
+    CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < _visibility_timeout
+    and TASK_TIME_LIMIT_MAX < _visibility_timeout
+):
+    _limits_message = (
+        "task limits must satisfy CELERY_TASK_SOFT_TIME_LIMIT "
+        f"({CELERY_TASK_SOFT_TIME_LIMIT}) < CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT}) < "
+        f"CELERY_VISIBILITY_TIMEOUT ({_visibility_timeout}), and CELERY_VISIBILITY_TIMEOUT must "
+        f"exceed the longest task's limit ({TASK_TIME_LIMIT_MAX} s with JOBS_CHUNKS_PER_TASK="
+        f"{JOBS_CHUNKS_PER_TASK}), or Redis delivers a running task to a second worker."
+    )
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"Gatehouse cannot start: {_limits_message}")
+    warnings.warn(f"Gatehouse: {_limits_message}", RuntimeWarning, stacklevel=1)
 
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {

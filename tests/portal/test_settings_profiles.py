@@ -67,3 +67,40 @@ def test_unknown_profile_is_refused() -> None:
     result = manage("check", env={"GATEHOUSE_ENV": "staging"})
     assert result.returncode != 0
     assert "GATEHOUSE_ENV must be" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"CELERY_TASK_SOFT_TIME_LIMIT": "400"},  # soft above hard
+        {"CELERY_VISIBILITY_TIMEOUT": "300"},  # Redis re-delivers a task still running
+        {"CELERY_VISIBILITY_TIMEOUT": "1200"},  # below job_finalize's 1800 s
+        {"JOBS_CHUNKS_PER_TASK": "20"},  # a run of chunks may take 4,800 s
+    ],
+)
+def test_inconsistent_task_limits_stop_start_up(limits: dict[str, str]) -> None:
+    result = manage("check", env={**PRODUCTION_ENV, **limits})
+
+    assert result.returncode != 0
+    assert "cannot start: task limits must satisfy" in result.stderr
+
+
+def test_inconsistent_task_limits_are_a_warning_locally() -> None:
+    result = manage("check", env={"GATEHOUSE_ENV": "local", "CELERY_VISIBILITY_TIMEOUT": "8"})
+
+    assert result.returncode == 0, result.stderr
+    assert "task limits must satisfy" in result.stderr
+
+
+def test_the_longest_task_limit_bounds_every_registered_task() -> None:
+    from django.conf import settings
+
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    limits = [task.time_limit or 0 for task in app.tasks.values()]
+    assert max(limits) == settings.TASK_TIME_LIMIT_MAX
+    assert (
+        settings.TASK_TIME_LIMIT_MAX
+        < settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    )
