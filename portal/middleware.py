@@ -45,7 +45,10 @@ class RequestIdLogFilter(logging.Filter):
     """Puts the current request id on every log record as ``request_id``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id()
+        # django.request logs a 4xx/5xx answer once the middleware chain has returned, naming the
+        # request on the record.
+        request = getattr(record, "request", None)
+        record.request_id = getattr(request, "request_id", None) or current_request_id()
         return True
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
+
+from portal.middleware import RequestIdLogFilter
 
 pytestmark = pytest.mark.django_db
 
@@ -74,3 +77,13 @@ def test_suspicious_incoming_request_id_is_replaced(client: Client) -> None:
     response = client.get("/healthz", HTTP_X_REQUEST_ID="evil\nline injected")
     assert response["X-Request-Id"] != "evil\nline injected"
     assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-Id"])
+
+
+def test_djangos_own_request_log_lines_carry_the_request_id(client: Client, caplog) -> None:
+    # django.request logs 4xx answers after the middleware chain has returned.
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = client.get("/api/v1/no-such-thing/")
+
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    RequestIdLogFilter().filter(record)
+    assert record.request_id == response["X-Request-Id"]
