@@ -52,6 +52,17 @@ class RequestIdLogFilter(logging.Filter):
         return True
 
 
+class OneLineFormatter(logging.Formatter):
+    """One line per event: line breaks in a message or a traceback are written as ``\\n``.
+
+    Log shippers (CloudWatch among them) make every line an event of its own; a traceback would
+    be scattered over dozens, and a line break in a logged value could forge a log line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
 _NUL_MESSAGE = "The request holds a NUL character, which no name, id or value may contain."
 _FORM = "application/x-www-form-urlencoded"
 
