@@ -119,6 +119,11 @@ DATABASE_URL = required("DATABASE_URL", local_default=f"sqlite:///{VAR_DIR / 'ga
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that takes the connection and then says nothing (hung, failing over) must not
+    # hold a request, /readyz included, for ever: probes would take every thread. ?connect_timeout=
+    # in the URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default is written by the web process and every Celery worker at once. SQLite's
     # default (deferred) transactions that read and then write fail at once with "database is

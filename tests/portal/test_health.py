@@ -62,3 +62,44 @@ def test_other_pages_still_refuse_an_unknown_host(client: Client, settings) -> N
     settings.ALLOWED_HOSTS = ["gatehouse.internal.example"]
 
     assert client.get("/login/", HTTP_HOST="10.0.1.23:8000").status_code == 400
+
+
+def test_readyz_answers_when_the_database_accepts_but_never_answers(tmp_path) -> None:
+    # A database host that takes the TCP connection and then says nothing (hung, failing over):
+    # without a connect timeout readiness waited for ever, and once probes held every thread the
+    # process stopped answering /healthz too.
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    script = (
+        "import django; django.setup()\n"
+        "from django.test import Client\n"
+        "r = Client().get('/readyz')\n"
+        "print(r.status_code, 'database' in r.json()['down'])\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "GATEHOUSE_ENV": "local",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/gatehouse",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        silent.close()
+
+    assert done.stdout.strip() == "503 True", done.stderr[-2000:]
