@@ -207,16 +207,21 @@ class World:
 
     def start_worker(self, name: str, *, concurrency: int = 1) -> subprocess.Popen:
         """A ``celery worker`` process (prefork, as deployed) consuming the default queue."""
-        return self.spawn(
-            name,
-            [
-                PYTHON, "-m", "celery", "-A", "portal", "worker",
-                "--pool", "prefork", "--concurrency", str(concurrency),
-                "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
-                "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
-            ],
-            listens=False,
-        )  # fmt: skip
+        # Workers log through the portal's settings (portal/celery.py): LOG_LEVEL sets the level.
+        saved = self.env
+        self.env = {**saved, "LOG_LEVEL": os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")}
+        try:
+            return self.spawn(
+                name,
+                [
+                    PYTHON, "-m", "celery", "-A", "portal", "worker",
+                    "--pool", "prefork", "--concurrency", str(concurrency),
+                    "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
+                ],
+                listens=False,
+            )  # fmt: skip
+        finally:
+            self.env = saved
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -72,12 +72,12 @@ def processes(run_id: str) -> dict[str, list[str]]:
         "worker": [
             *after, "--",
             python, "-m", "celery", "-A", "portal", "worker",
-            "--loglevel", "INFO", "--concurrency", "2", "--hostname", "worker@%h",
+            "--concurrency", "2", "--hostname", "worker@%h",
         ],
         "beat": [
             *after, "--",
             python, "-m", "celery", "-A", "portal", "beat",
-            "--loglevel", "INFO", "--schedule", str(config.VAR / "celerybeat-schedule"),
+            "--schedule", str(config.VAR / "celerybeat-schedule"),
         ],
     }  # fmt: skip
 
