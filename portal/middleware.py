@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -94,8 +95,24 @@ def _holds_nul(request: HttpRequest) -> bool:
         for key, values in request.GET.lists()
     ):
         return True
-    if request.method == "POST" and request.content_type == _FORM:
+    if (
+        request.method == "POST"
+        and request.content_type == _FORM
+        and form_body_over_limit(request) is None
+    ):
         # The raw body, not request.POST: a view may still set its upload handlers after this.
         body = request.body
         return b"%00" in body or b"\x00" in body
     return False
+
+
+def form_body_over_limit(request: HttpRequest) -> int | None:
+    """``DATA_UPLOAD_MAX_MEMORY_SIZE`` when the request's body is over it (Django refuses to read
+    such a form: 400), else None. Such a body is left unread here, for the view to refuse in its
+    own words (Try it answers 413 with its page)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    return limit if limit is not None and length > limit else None

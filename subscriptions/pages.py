@@ -29,6 +29,7 @@ from django.views.decorators.http import require_GET
 from accounts.models import User
 from accounts.selectors import may_invoke
 from portal.errors import NotFoundError, NotPermitted, ServiceError
+from portal.middleware import form_body_over_limit
 from portal.views import form_action
 from subscriptions import selectors
 from subscriptions.errors import PayloadTooLarge
@@ -245,16 +246,6 @@ def page_status_for(exc: ServiceError) -> int:
     return exc.status if exc.status < 500 else 200
 
 
-def _form_too_large(request: HttpRequest) -> int | None:
-    """The form-size limit when the request's body is over it (Django would refuse to read it)."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return None
-    return limit if limit is not None and length > limit else None
-
-
 @csrf_exempt
 @form_action
 @login_required
@@ -269,7 +260,7 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
     (CsrfViewMiddleware would), so it is exempt here and the call itself is CSRF protected. The
     body is never read then, no call is made and nothing is recorded.
     """
-    limit = _form_too_large(request)
+    limit = form_body_over_limit(request)
     if limit is None:
         return _subscription_try(request, subscription_id)
     subscription, refusal = _subscription_or_404(request, subscription_id)

@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import re
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.messages import get_messages
@@ -404,9 +405,14 @@ def test_pages_refuse_the_wrong_method(catalog: Catalog) -> None:
 
 
 def try_it(proxy: ProxyWorld, principal: str, body: str = CSV_RECORDS, **fields: str):
+    """Post the Try it form as a browser does (URL-encoded: it has no file input)."""
     client = client_for(proxy.world, principal)
     data = {"content_type": "text/csv", "body": body, **fields}
-    return client.post(f"/subscriptions/{proxy.subscription_a.pk}/try/", data)
+    return client.post(
+        f"/subscriptions/{proxy.subscription_a.pk}/try/",
+        urlencode(data),
+        content_type="application/x-www-form-urlencoded",
+    )
 
 
 @pytest.mark.parametrize("principal", ["analyst", "lob_admin"])
