@@ -56,7 +56,7 @@ from subscriptions.errors import (
     UpstreamTimeout,
 )
 from subscriptions.models import Job, JobChunk, Subscription
-from subscriptions.services import job_input
+from subscriptions.services import job_input, queued_tasks
 from subscriptions.services.access import invoke_permission_check
 from subscriptions.services.job_input import (
     JOB_CONTENT_TYPES,
@@ -1181,14 +1181,23 @@ def job_cancel(*, job: Job, acting_user: User, request: HttpRequest | None = Non
 
 
 def jobs_reconcile() -> int:
-    """Enqueue again what stalled jobs are missing (start, pending chunks or the final step)."""
+    """Enqueue again what stalled jobs are missing (start, pending chunks or the final step).
+
+    What still waits in the broker's queue (a job behind others in a long queue) is not missing:
+    it is left alone. Returns how many jobs had something enqueued again.
+    """
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.JOBS_STALL_SECONDS)
     stalled = Job.objects.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).filter(
         Q(last_progress_at__lt=cutoff) | Q(last_progress_at__isnull=True, created_at__lt=cutoff)
     )
+    job_ids = list(stalled.values_list("pk", flat=True))
+    if not job_ids:
+        return 0
+    # Read once a run, before the locks: a message taken meanwhile is running, which is progress.
+    queued = queued_tasks.queued_job_work() or {}
     count = 0
-    for job_id in list(stalled.values_list("pk", flat=True)):
+    for job_id in job_ids:
         with transaction.atomic():
             # Still stalled once locked: another run of the reconciler (or a chunk) may have
             # restarted the clock since the listing, and then everything is enqueued already.
@@ -1197,20 +1206,41 @@ def jobs_reconcile() -> int:
                 continue
             # The clock restarts: the next run waits a whole stall period before trying again.
             Job.objects.filter(pk=job_id).update(last_progress_at=now)
-            pending = list(
-                job.chunks.filter(status=JobChunk.Status.PENDING)
-                .order_by("index")
-                .values_list("index", flat=True)
-            )
-            if job.status == Job.Status.QUEUED:
-                _enqueue("job_start", str(job_id))
-            elif pending:
-                _enqueue_chunks(str(job_id), pending)
-            else:
-                _enqueue("job_finalize", str(job_id))
-            logger.info("job %s stalled: enqueued again (%d chunks pending)", job_id, len(pending))
-            count += 1
+            if _enqueue_missing(job, queued.get(str(job_id), queued_tasks.QueuedWork())):
+                count += 1
     return count
+
+
+def _enqueue_missing(job: Job, waiting: queued_tasks.QueuedWork) -> bool:
+    """Enqueue the stalled job's next step, unless it waits in the queue; True if enqueued."""
+    pending = list(
+        job.chunks.filter(status=JobChunk.Status.PENDING)
+        .order_by("index")
+        .values_list("index", flat=True)
+    )
+    missing = [index for index in pending if index not in waiting.chunks]
+    if waiting.start:  # when it runs, it enqueues every pending chunk itself
+        return _left_waiting(job)
+    if job.status == Job.Status.QUEUED:
+        _enqueue("job_start", str(job.pk))
+    elif missing:
+        _enqueue_chunks(str(job.pk), missing)
+    elif pending or waiting.finalize:  # every pending chunk, or the final step, waits
+        return _left_waiting(job)
+    else:
+        _enqueue("job_finalize", str(job.pk))
+    logger.info(
+        "job %s stalled: enqueued again (%d chunks pending, %d of them waiting in the queue)",
+        job.pk,
+        len(pending),
+        len(pending) - len(missing),
+    )
+    return True
+
+
+def _left_waiting(job: Job) -> bool:
+    logger.info("job %s without progress: its tasks wait in the queue, none enqueued again", job.pk)
+    return False
 
 
 # --- Results --------------------------------------------------------------------------------------
