@@ -159,9 +159,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # Must exceed every hard time limit, or Redis re-delivers a task that is still running (checked
 # below, with the jobs' settings).
+# socket_timeout: a Redis that accepts but never answers (a failover, a dropped NAT entry) would
+# hold a publish — and the web request making it — for good; it must exceed the workers' BRPOP
+# wait (kombu's brpop_timeout, 1 s).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     "socket_connect_timeout": 5,
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=5.0),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
