@@ -76,8 +76,8 @@ def processes(run_id: str) -> dict[str, list[str]]:
         ],
         "beat": [
             *after, "--",
+            # Its schedule file: CELERY_BEAT_SCHEDULE_FILENAME (var/ locally).
             python, "-m", "celery", "-A", "portal", "beat",
-            "--schedule", str(config.VAR / "celerybeat-schedule"),
         ],
     }  # fmt: skip
 

@@ -14,6 +14,7 @@ Two profiles, chosen by ``GATEHOUSE_ENV``:
 from __future__ import annotations
 
 import re
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -114,7 +115,10 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------------
-VAR_DIR.mkdir(exist_ok=True)
+# Local state (the SQLite file, collected assets, beat's schedule) lives in var/. A production
+# image may be read-only: nothing is created there, and what needs a file is configured.
+if not PRODUCTION:
+    VAR_DIR.mkdir(exist_ok=True)
 DATABASE_URL = required("DATABASE_URL", local_default=f"sqlite:///{VAR_DIR / 'gatehouse.sqlite3'}")
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
@@ -169,6 +173,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Beat keeps when each entry last ran in a file. In production the image may be read-only: the
+# default is the temporary directory (TMPDIR); losing the file only makes each entry run once at
+# start. `celery beat --schedule PATH` overrides it.
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME",
+    default=str(
+        (Path(tempfile.gettempdir()) if PRODUCTION else VAR_DIR) / "gatehouse-celerybeat-schedule"
+    ),
+)
 CELERY_BEAT_SCHEDULE = {
     "clear-expired-sessions": {
         "task": "accounts.sessions_clear_expired",

@@ -25,12 +25,14 @@ PRODUCTION_ENV = {
 }
 
 
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def manage(
+    *args: str, env: dict[str, str], program: str = "manage.py"
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COGNITO_", "DJANGO_"))}
     clean.pop("DATABASE_URL", None)
     clean.pop("REDIS_URL", None)
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        [sys.executable, program, *args],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,
@@ -56,6 +58,30 @@ def test_production_refuses_to_start_without_a_secret(missing: str) -> None:
 
     assert result.returncode != 0
     assert f"the setting {missing} is missing" in result.stderr
+
+
+# A production image may be read-only: the settings must not create anything in the project.
+READ_ONLY_START = """
+import errno, os, pathlib, sys
+sys.path.insert(0, os.getcwd())
+def read_only(path, *args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system", str(path))
+pathlib.Path.mkdir = read_only
+import django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+django.setup()
+from django.conf import settings
+print(settings.CELERY_BEAT_SCHEDULE_FILENAME)
+"""
+
+
+def test_production_starts_from_a_read_only_tree_with_beats_file_in_tmpdir(tmp_path: Path) -> None:
+    env = {**PRODUCTION_ENV, "TMPDIR": str(tmp_path)}
+
+    result = manage(READ_ONLY_START, env=env, program="-c")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "gatehouse-celerybeat-schedule")
 
 
 def test_local_profile_needs_nothing_set() -> None:
