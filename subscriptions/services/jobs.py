@@ -1195,7 +1195,13 @@ def jobs_reconcile() -> int:
     if not job_ids:
         return 0
     # Read once a run, before the locks: a message taken meanwhile is running, which is progress.
-    queued = queued_tasks.queued_job_work() or {}
+    try:
+        queued = queued_tasks.queued_job_work() or {}
+    except queued_tasks.QueueTooLong as exc:
+        # The workers are busy; whatever a job lost is looked for once the queue is shorter (the
+        # clocks are left as they are, so the next run looks again).
+        logger.info("reconciler: the broker's queue is too long to read (%s), next run", exc)
+        return 0
     count = 0
     for job_id in job_ids:
         with transaction.atomic():

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -53,24 +54,39 @@ class QueuedWork:
     finalize: bool = False
 
 
+class QueueTooLong(Exception):
+    """The queues hold more messages than a reconciler run reads (JOBS_RECONCILE_QUEUE_READ_MAX)."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"{length} messages waiting")
+        self.length = length
+
+
 def queued_job_work() -> dict[str, QueuedWork] | None:
     """Per job id, its tasks waiting in the broker's queues; None when the queue cannot be read.
 
     None (a broker away, or one that is not Redis) tells the reconciler to assume nothing waits,
     as it did before it could look: a copy too many is harmless, a job left stalled is not.
+    Raises QueueTooLong rather than read a queue longer than JOBS_RECONCILE_QUEUE_READ_MAX: that
+    would outlast the reconciler's time limit, and such a queue means busy workers.
     """
     try:
         with celery_app.connection_for_read() as connection:
             channel = connection.default_channel
             # Each queue is a Redis list per priority step (kombu's layout; the plain name holds
             # messages sent without a priority, as the jobs' are).
-            keys = {
-                channel._q_for_pri(queue, step)
-                for queue in celery_app.amqp.queues
-                for step in channel.priority_steps
-            }
+            keys = sorted(
+                {
+                    channel._q_for_pri(queue, step)
+                    for queue in celery_app.amqp.queues
+                    for step in channel.priority_steps
+                }
+            )
+            length = sum(channel.client.llen(key) for key in keys)
+            if length > settings.JOBS_RECONCILE_QUEUE_READ_MAX:
+                raise QueueTooLong(length)
             work: dict[str, QueuedWork] = {}
-            for key in sorted(keys):
+            for key in keys:
                 _read_queue(channel.client, key, work)
             return work
     except (AttributeError, OSError, OperationalError, RedisError) as exc:

@@ -166,3 +166,24 @@ def test_a_broker_that_cannot_be_read_means_everything_is_enqueued_again(
     assert reconcile(django_capture_on_commit_callbacks) == 1
     assert Job.objects.get(pk=job_id).status == Job.Status.SUCCEEDED
     assert "could not read the broker's queue" in caplog.text
+
+
+def test_a_queue_too_long_to_read_leaves_stalled_jobs_to_the_next_run(
+    world: ProxyWorld, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.JOBS_RECONCILE_QUEUE_READ_MAX = 2
+    job_id = running_job(world, django_capture_on_commit_callbacks)
+    with to_the_broker():  # other work: the workers are busy
+        for index in range(3):
+            tasks.job_chunk_run.delay("another-job", index)
+    stalled(job_id)
+    stalled_at = Job.objects.get(pk=job_id).last_progress_at
+
+    assert reconcile(django_capture_on_commit_callbacks) == 0
+
+    # Nothing enqueued, and the clock left alone: the next run looks again.
+    assert queue_length() == 3
+    assert Job.objects.get(pk=job_id).last_progress_at == stalled_at
+    settings.JOBS_RECONCILE_QUEUE_READ_MAX = 3
+    assert reconcile(django_capture_on_commit_callbacks) == 1
+    assert Job.objects.get(pk=job_id).status == Job.Status.SUCCEEDED
