@@ -35,6 +35,7 @@ from subscriptions import selectors
 from subscriptions.errors import PayloadTooLarge
 from subscriptions.models import CONTENT_TYPES, Endpoint, Invocation, Subscription
 from subscriptions.services import access, endpoints, proxy, seller_tokens
+from subscriptions.services.access import invoke_permission_check
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +259,8 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
     Records over the form's size limit (``DATA_UPLOAD_MAX_MEMORY_SIZE``) get the page back with
     a 413 rather than Django's bare "Bad Request": that is decided before anything reads the body
     (CsrfViewMiddleware would), so it is exempt here and the call itself is CSRF protected. The
-    body is never read then, no call is made and nothing is recorded.
+    body is never read then and no call is made; the refusal is recorded like the API's when the
+    form came from the portal's own page (see :func:`_over_limit_refusal`).
     """
     limit = form_body_over_limit(request)
     if limit is None:
@@ -266,15 +268,49 @@ def subscription_try(request: HttpRequest, subscription_id: int) -> HttpResponse
     subscription, refusal = _subscription_or_404(request, subscription_id)
     if refusal is not None:
         return refusal
+    error = _over_limit_refusal(request, subscription, limit)
+    if error.code in ("not_a_member", "may_not_invoke"):
+        return _unavailable(
+            request, status=403, message=str(error), subscription_id=subscription.pk
+        )
     page = subscription_page_context(request, subscription)
-    page["try_error"] = PayloadTooLarge(
-        f"The records are over the {limit // 1024:,} KB this form takes; send up to "
-        f"{settings.INVOKE_MAX_PAYLOAD_BYTES // (1024 * 1024)} MB to the API, or upload a file "
-        "as a job."
-    )
-    response = render(request, "subscriptions/subscription_detail.html", page, status=413)
+    page["try_error"] = error
+    response = render(request, "subscriptions/subscription_detail.html", page, status=error.status)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _over_limit_refusal(
+    request: HttpRequest, subscription: Subscription, limit: int
+) -> ServiceError:
+    """Why a Try it over the form's size limit is refused, recorded when it is the person's own.
+
+    The refusal is the API's for the same call: the person's right to invoke first, then the size.
+    Without reading the body its CSRF token cannot be checked, so the call is recorded only when
+    the browser says the form came from the portal's own origin (browsers send Origin on every
+    cross-site POST): another site's page cannot write refusals into someone's audit trail.
+    """
+    error: ServiceError
+    try:
+        invoke_permission_check(principal=request.user, subscription=subscription)
+    except ServiceError as exc:
+        error = exc
+    else:
+        error = PayloadTooLarge(
+            f"The records are over the {limit // 1024:,} KB this form takes; send up to "
+            f"{settings.INVOKE_MAX_PAYLOAD_BYTES // (1024 * 1024)} MB to the API, or upload a "
+            "file as a job."
+        )
+    origin = f"{'https' if request.is_secure() else 'http'}://{request.get_host()}"
+    if request.META.get("HTTP_ORIGIN") == origin:
+        proxy.invocation_refused_unread(
+            subscription=subscription,
+            principal=request.user,
+            bytes_in=int(request.META.get("CONTENT_LENGTH") or 0),
+            refusal=error,
+            request=request,
+        )
+    return error
 
 
 @csrf_protect

@@ -201,6 +201,32 @@ def invocation_run(
     )
 
 
+def invocation_refused_unread(
+    *,
+    subscription: Subscription,
+    principal: User,
+    bytes_in: int,
+    refusal: ServiceError,
+    request: HttpRequest | None = None,
+) -> Invocation:
+    """Record a call refused before its body was read (a form over Django's size limit).
+
+    The Invocation row and audit event are those of :func:`invocation_run`'s refusals: every call,
+    allowed or refused, is recorded. ``bytes_in`` is what the request said it carried.
+    """
+    call = _Call(
+        id=uuid.uuid4(), started_at=timezone.now(), started=time.perf_counter(), bytes_in=bytes_in
+    )
+    return _record(
+        call=call,
+        subscription=subscription,
+        principal=principal,
+        request=request,
+        outcome=refusal.code,
+        status=refusal.status,
+    )
+
+
 def _authorize(
     *, subscription: Subscription, principal: User, token: str, body: bytes, content_type: str
 ) -> str:

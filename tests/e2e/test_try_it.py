@@ -40,6 +40,7 @@ def test_analyst_tries_the_model_and_sees_ids_and_where_they_are_stored(
     proxy: ProxyWorld,  # noqa: F811
     analyst: User,
     page,
+    settings,
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     external_requests = watch_external_requests(page)
@@ -92,6 +93,16 @@ def test_analyst_tries_the_model_and_sees_ids_and_where_they_are_stored(
     expect(page.get_by_test_id("usage-errors")).to_have_text("1")
     page.get_by_test_id("try-error").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "try-it-error.png", full_page=True)
+
+    # Records over the form's size limit: the page says so, and the refusal is recorded, as the
+    # browser says the form came from the portal's own page (Origin).
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    form = page.get_by_test_id("try-form")
+    form.get_by_label("Records").fill("email,phone\n" + "bob@example.org,\n" * 1000)
+    form.get_by_role("button", name="Run the model").click()
+    expect(page.get_by_test_id("try-error-code")).to_have_text("payload_too_large")
+    expect(page.get_by_test_id("usage-errors")).to_have_text("2")
+    assert Invocation.objects.filter(outcome="payload_too_large").count() == 1
     assert external_requests == []
 
 

@@ -404,7 +404,9 @@ def test_pages_refuse_the_wrong_method(catalog: Catalog) -> None:
 # --- Try it, end to end with the stand-ins and moto -----------------------------------------------
 
 
-def try_it(proxy: ProxyWorld, principal: str, body: str = CSV_RECORDS, **fields: str):
+def try_it(
+    proxy: ProxyWorld, principal: str, body: str = CSV_RECORDS, origin: str = "", **fields: str
+):
     """Post the Try it form as a browser does (URL-encoded: it has no file input)."""
     client = client_for(proxy.world, principal)
     data = {"content_type": "text/csv", "body": body, **fields}
@@ -412,6 +414,7 @@ def try_it(proxy: ProxyWorld, principal: str, body: str = CSV_RECORDS, **fields:
         f"/subscriptions/{proxy.subscription_a.pk}/try/",
         urlencode(data),
         content_type="application/x-www-form-urlencoded",
+        **({"HTTP_ORIGIN": origin} if origin else {}),
     )
 
 
@@ -519,13 +522,19 @@ def test_try_it_with_a_content_type_the_listing_does_not_accept(proxy: ProxyWorl
     assert Invocation.objects.get().outcome == "unsupported_content_type"
 
 
+@pytest.fixture
+def over_limit_records(settings) -> str:
+    """Records over the Try it form's size limit (Django's DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    return CSV_RECORDS + "bob@example.org,\r\n" * 1000
+
+
 def test_try_it_with_records_over_the_forms_size_limit_says_so_with_413(
-    proxy: ProxyWorld, settings
+    proxy: ProxyWorld, over_limit_records: str
 ) -> None:
     # Django refuses a form body over DATA_UPLOAD_MAX_MEMORY_SIZE before any view reads it: the
     # person gets the page with the reason, not a bare "Bad Request".
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
-    body = CSV_RECORDS + "bob@example.org,\r\n" * 1000
+    body = over_limit_records
 
     response = try_it(proxy, "analyst", body=body)
 
@@ -542,6 +551,56 @@ def test_try_it_with_records_over_the_forms_size_limit_says_so_with_413(
         f"/subscriptions/{proxy.subscription_a.pk}/try/", {"body": body}
     )
     assert other.status_code == 404
+
+
+OWN_ORIGIN = "http://testserver"
+
+
+def test_an_over_size_try_it_from_the_portals_own_page_is_recorded_as_refused(
+    proxy: ProxyWorld, over_limit_records: str
+) -> None:
+    body = over_limit_records
+
+    response = try_it(proxy, "analyst", body=body, origin=OWN_ORIGIN)
+
+    assert response.status_code == 413
+    invocation = Invocation.objects.get()
+    assert invocation.outcome == "payload_too_large"
+    assert invocation.principal == proxy.world.user("analyst")
+    assert invocation.bytes_in == len(urlencode({"content_type": "text/csv", "body": body}))
+    event = AuditEvent.objects.get(action="subscription.invoked")
+    assert (event.outcome, event.reason) == (AuditEvent.Outcome.REFUSED, "payload_too_large")
+    assert event.lob_slug == proxy.subscription_a.lob.slug
+    assert proxy.container_counter.calls["/invocations"] == 0
+    # The page's usage counts it, as it counts the API's refusals.
+    usage = response.context["usage"]
+    assert (usage.calls, usage.errors) == (1, 1)
+
+
+def test_an_over_size_try_it_from_another_site_is_refused_and_not_recorded(
+    proxy: ProxyWorld, over_limit_records: str
+) -> None:
+    body = over_limit_records
+
+    # Its CSRF token cannot be checked without reading the body: a forged post must not write
+    # into the person's audit trail.
+    response = try_it(proxy, "analyst", body=body, origin="https://elsewhere.example")
+
+    assert response.status_code == 413
+    assert not Invocation.objects.exists()
+    assert not AuditEvent.objects.filter(action="subscription.invoked").exists()
+
+
+def test_an_over_size_try_it_by_a_viewer_is_refused_for_the_role_first(
+    proxy: ProxyWorld, over_limit_records: str
+) -> None:
+    body = over_limit_records
+
+    response = try_it(proxy, "viewer", body=body, origin=OWN_ORIGIN)
+
+    # As the API answers the same call: the role is checked before the size.
+    assert response.status_code == 403
+    assert Invocation.objects.get().outcome == "may_not_invoke"
 
 
 def test_try_it_is_csrf_protected(proxy: ProxyWorld) -> None:
