@@ -42,7 +42,7 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url="/static/img/gatehouse.svg", permanent=True)),
     path("readyz", health.readyz, name="readyz"),
     # The admin has no password form of its own: it signs in through Cognito like every page.
-    path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
+    path("admin/login/", views.admin_login),
     path("admin/logout/", SignOutView.as_view()),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="v1")),

@@ -1,5 +1,5 @@
-"""Pages of the portal itself: the dashboard, the answer to a path that names nothing, and the
-decorator of the pages' form actions."""
+"""Pages of the portal itself: the dashboard, the answer to a path that names nothing, the admin's
+sign-in, and the decorator of the pages' form actions."""
 
 from collections.abc import Callable
 from functools import wraps
@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views import defaults
 from django.views.decorators.http import require_GET, require_POST
 
@@ -27,6 +28,18 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return defaults.page_not_found(request, exception)
+
+
+def admin_login(request: HttpRequest) -> HttpResponse:
+    """Where the admin sends whoever may not use it. Anonymous people sign in through Cognito
+    like on every page. Someone signed in is not a platform admin: sending them to sign in
+    again would come straight back here (the browser stops on "too many redirects"), so they
+    are told why instead."""
+    if not request.user.is_authenticated:
+        query = request.META.get("QUERY_STRING", "")
+        return HttpResponseRedirect(reverse("login") + (f"?{query}" if query else ""))
+    message = "The Django admin is for platform admins. Ask one if you need a change made there."
+    return render(request, "403.html", {"message": message}, status=403)
 
 
 def form_action(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -160,6 +160,28 @@ def test_non_staff_cannot_open_any_admin_page(
         assert response["Location"].startswith("/admin/login/?next="), path
 
 
+def test_signed_in_non_staff_are_told_the_admin_is_not_for_them(lob_admin: User) -> None:
+    # /admin/ → /admin/login/ → /login/ → (signed in) back to /admin/ was a redirect loop: the
+    # browser showed its own "too many redirects" error instead of a page.
+    client = Client()
+    client.force_login(lob_admin)
+
+    response = client.get("/admin/", follow=True)
+
+    assert response.status_code == 403
+    assert [url for url, _ in response.redirect_chain] == ["/admin/login/?next=/admin/"]
+    assert "The Django admin is for platform admins" in response.content.decode()
+    assert "Go to the dashboard" in response.content.decode()
+
+
+def test_anonymous_people_go_from_the_admin_to_sign_in_with_the_page_to_come_back_to() -> None:
+    response = Client().get("/admin/accounts/lob/", follow=True)
+
+    assert response.redirect_chain[-1][0] == "/login/?next=%2Fadmin%2Faccounts%2Flob%2F"
+    assert response.status_code == 200
+    assert response.context["next"] == "/admin/accounts/lob/"
+
+
 def test_non_staff_cannot_add_a_membership_by_posting(lob: Lob, lob_admin: User) -> None:
     client = Client()
     client.force_login(lob_admin)
