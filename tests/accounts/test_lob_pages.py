@@ -17,6 +17,7 @@ from django.test import Client
 from accounts.models import AuditEvent, AwsAccount, Lob, MappingOutbox, Membership, User
 from portal import aws_gateway
 from portal.query_count import count_queries as counting
+from tests.page_tables import mislabelled_cells, stacked_tables
 
 pytestmark = pytest.mark.django_db
 
@@ -162,6 +163,26 @@ def assert_outcome(response, expected: int | str, slug: str, ok_status: int = 30
             assert response["Location"].startswith(lob_url(slug))
     else:
         assert response.status_code == expected, response.content[:500]
+
+
+@pytest.mark.parametrize("principal", ["lob_admin", "analyst"])  # with and without forms
+def test_every_cell_of_the_lob_tables_names_its_column_for_narrow_screens(
+    world: World, principal: str
+) -> None:
+    # On a phone these tables scrolled sideways and hid Open Studio and the member forms;
+    # they now stack each row as "column: value", the column's name from data-label.
+    join(world.users[principal], world.lobs["lob-b"], Membership.Role.ANALYST)
+    client = world.client_for(principal)
+    pages = {
+        "/": "my-lobs",
+        "/lobs/": "lob-list",
+        lob_url("lob-a"): "members",
+        "/studio/": "studio-lobs",
+    }
+    for path, testid in pages.items():
+        table = stacked_tables(client.get(path).content.decode())[testid]
+        assert table.rows, path
+        assert mislabelled_cells(table) == [], path
 
 
 @pytest.mark.parametrize(("principal", "slug"), MATRIX)

@@ -28,6 +28,7 @@ from portal.query_count import count_queries
 from subscriptions import job_pages, tasks, uploads
 from subscriptions.models import Job, JobChunk, Subscription
 from subscriptions.services import jobs
+from tests.page_tables import mislabelled_cells, stacked_tables
 from tests.subscriptions.conftest import ProxyWorld
 from tests.subscriptions.test_jobs import BUCKET_A, csv_file, good_rows, s3_keys
 from tests.tenancy_world import World
@@ -578,6 +579,19 @@ def test_jobs_list_rows_show_lob_listing_submitter_status_and_progress(
     assert 'data-job-status="running"' in row
     assert "js/job_progress.js" in text
     assert '<a href="/jobs/">Jobs</a>' in text  # the nav link
+
+
+def test_every_cell_of_the_jobs_tables_names_its_column_for_narrow_screens(
+    world: ProxyWorld, listed: dict[str, Job]
+) -> None:
+    # On a phone a job's status and progress were scrolled off to the right of its row; the
+    # rows now stack as "column: value", the column's name from data-label.
+    client = client_for(world.world, "analyst")
+    pages = {"/jobs/": "job-list", f"/subscriptions/{world.subscription_a.pk}/": "latest-jobs"}
+    for path, testid in pages.items():
+        table = stacked_tables(client.get(path).content.decode())[testid]
+        assert len(table.rows) == 3, path
+        assert mislabelled_cells(table) == [], path
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from tests.factories import (
     LobFactory,
     SubscriptionFactory,
 )
+from tests.page_tables import mislabelled_cells, stacked_tables
 from tests.subscriptions.conftest import ACCOUNT_A, ProxyWorld
 from tests.subscriptions.test_endpoint_sync import sagemaker_endpoint
 from tests.tenancy_world import PRINCIPALS, World, build_world
@@ -218,6 +219,24 @@ def test_subscription_page_shows_listing_status_endpoint_and_usage(catalog: Cata
     assert (usage.calls, usage.records, usage.errors) == (3, 15, 1)
     assert response.context["last_call_at"] == base + dt.timedelta(minutes=3)
     assert [i.outcome for i in response.context["invocations"]] == ["model_error", "ok", "ok"]
+
+
+def test_every_cell_of_the_subscription_tables_names_its_column_for_narrow_screens(
+    catalog: Catalog,
+) -> None:
+    # On a phone these tables scrolled sideways inside their card (a call's outcome and its
+    # result location off screen); they now stack each row as "column: value".
+    InvocationFactory(subscription=catalog.own, result_uri="s3://bucket/lob-a/invocations/1")
+    InvocationFactory(subscription=catalog.own, outcome="model_error", records=0)
+    client = catalog.client("platform_admin")
+    pages = {
+        "/subscriptions/": "subscription-list",
+        f"/subscriptions/{catalog.own.pk}/": "invocations",
+    }
+    for path, testid in pages.items():
+        table = stacked_tables(client.get(path).content.decode())[testid]
+        assert len(table.rows) == 2, path
+        assert mislabelled_cells(table) == [], path
 
 
 @pytest.mark.parametrize(
