@@ -141,6 +141,19 @@ def test_analyst_uploads_a_csv_lands_on_the_job_page_and_sees_it_finished(
     assert 'data-testid="cancel"' not in text  # finished: nothing to cancel
 
 
+def test_the_results_preview_scrolls_from_the_keyboard_too(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    # On a phone the preview's columns scroll sideways; a region nobody can focus could only be
+    # scrolled with a pointer.
+    response = upload(world, csv_file(good_rows(2)), capture=django_capture_on_commit_callbacks)
+
+    page = client_for(world.world, "analyst").get(response["Location"])
+
+    region = text_of(page).split('data-testid="preview"')[0].rsplit("<div", 1)[1]
+    assert 'class="table-scroll" tabindex="0" role="region" aria-label="Results preview"' in region
+
+
 def test_a_large_upload_is_spooled_to_a_temporary_file_and_runs(
     world: ProxyWorld, django_capture_on_commit_callbacks, settings, monkeypatch
 ) -> None:
