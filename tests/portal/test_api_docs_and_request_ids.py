@@ -56,6 +56,14 @@ def test_swagger_ui_loads_only_assets_served_by_the_portal(client: Client) -> No
         assert finders.find(asset.removeprefix("/static/")), asset
 
 
+def test_swagger_ui_leads_back_to_the_portal(client: Client) -> None:
+    # The only page of the top bar's without the portal's bar: Back was the only way out.
+    html = client.get("/api/docs/").content.decode()
+
+    assert '<a href="/">Back to the portal</a>' in html
+    assert 'id="swagger-ui"' in html and "swagger-ui-bundle.js" in html  # the page itself
+
+
 def test_pages_reference_no_external_asset(client: Client) -> None:
     html = client.get("/login/").content.decode()
     assert re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", html) == []
