@@ -100,10 +100,14 @@ def studio_home(request: HttpRequest) -> HttpResponse:
         )
         if not membership.may_open_studio
     ]
+    # Someone in no LOB at all (a platform admin, often) is told that, not "none of your LOBs".
+    member_of_none = not memberships and not held_back
+    if member_of_none:
+        member_of_none = not Membership.objects.filter(user=request.user).exists()
     return render(
         request,
         "accounts/studio_choose.html",
-        {"memberships": memberships, "held_back": held_back},
+        {"memberships": memberships, "held_back": held_back, "member_of_none": member_of_none},
     )
 
 

@@ -8,6 +8,7 @@ session name, ExternalId) and passes it on to moto, or refuses it like AWS when 
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import time
@@ -662,6 +663,17 @@ def test_studio_home_tells_a_viewer_why_nothing_is_listed(studio_world) -> None:
     assert 'data-testid="studio-none"' in body
     assert 'data-testid="studio-held-back"' in body
     assert 'href="/studio/lob-a/"' not in body
+
+
+@pytest.mark.parametrize("principal", ["platform_admin", "non_member"])
+def test_studio_home_tells_someone_in_no_lob_just_that(studio_world, principal: str) -> None:
+    # "None of your lines of business opens Studio for you" read as if they had some.
+    response = studio_world.client(principal).get("/studio/")
+
+    assert response.status_code == 200
+    body = html.unescape(response.content.decode())
+    assert "You are not a member of any line of business" in body
+    assert "None of your lines of business" not in body
 
 
 def test_dashboard_shows_open_studio_where_the_user_may(studio_world) -> None:
