@@ -248,7 +248,8 @@ def _finished_entry(job: Job, at: datetime, cancelled_by: str) -> TimelineEntry:
         return TimelineEntry(
             at=at,
             title=f"Cancelled{who}",
-            detail=f"{job.records_done:,} of {_plural(job.records_total, 'record')} were done",
+            # Counted at the end: chunks already running when it was cancelled finished too.
+            detail=f"{job.records_done:,} of {_plural(job.records_total, 'record')} have results",
             kind="finished",
         )
     return TimelineEntry(
@@ -466,8 +467,9 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
         return _render_job(request, job, status=page_status_for(exc), action_error=exc)
     messages.success(
         request,
-        f"Job cancelled: {job.records_done:,} of {job.records_total:,} records were done; "
-        "their results are kept and shown below (a cancelled job writes no merged file).",
+        f"Job cancelled: {job.records_done:,} of {job.records_total:,} records were done so far, "
+        "and chunks already running will finish; their results are kept and shown below (a "
+        "cancelled job writes no merged file).",
     )
     return redirect("job-detail", job.pk)
 

@@ -967,6 +967,8 @@ def test_cancel_stops_the_job_and_the_page_says_who(
     text = text_of(page)
     assert any("Job cancelled" in m for m in messages_of(page))
     assert page.context["timeline"][-1].title == f"Cancelled by {event.actor_username}"
+    assert page.context["timeline"][-1].detail == f"0 of {job.records_total} records have results"
+    assert any("chunks already running will finish" in m for m in messages_of(page))
     assert 'data-testid="cancel"' not in text and 'data-testid="cancelled"' in text
 
 
