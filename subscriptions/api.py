@@ -33,6 +33,7 @@ from portal.api.filters import VisibleIdFilter, in_utc_range
 from portal.api.negotiation import FirstRendererNegotiation
 from portal.api.parsers import JSONParser
 from portal.api.permissions import PlatformAdminWrites
+from portal.api.schema import error_responses
 from portal.errors import NotFoundError
 from subscriptions import selectors
 from subscriptions.models import CONTENT_TYPES, Endpoint, Job, Listing, Subscription
@@ -45,17 +46,6 @@ CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 # its 413 instead of a connection cut mid-upload; beyond that the connection is simply closed.
 _DRAIN_FACTOR = 4
 _DRAIN_CHUNK = 1024 * 1024
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The API's error shape."""
-
-    detail = serializers.CharField()
-    code = serializers.CharField()
-
-
-def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    return {status: OpenApiResponse(ErrorSerializer) for status in statuses}
 
 
 # --- Listings -------------------------------------------------------------------------------------
@@ -321,7 +311,7 @@ class SubscriptionViewSet(
 
     @extend_schema(
         request=None,
-        responses={200: SellerTokenSerializer, **_errors(403, 404, 502, 503)},
+        responses={200: SellerTokenSerializer, **error_responses(403, 404, 502, 503)},
         summary="Obtain a seller token for the subscription",
         description=(
             "For analysts and admins of the LOB, while the subscription is active. The portal asks "
@@ -367,7 +357,7 @@ class SubscriptionViewSet(
                     "`X-Result-Uri` (the S3 object it is stored in)."
                 ),
             ),
-            **_errors(401, 403, 404, 406, 413, 415, 429, 502, 503, 504),
+            **error_responses(401, 403, 404, 406, 413, 415, 429, 502, 503, 504),
         },
         summary="Run the model on a payload",
         description=(
@@ -417,7 +407,7 @@ class SubscriptionViewSet(
 
     @extend_schema(
         request=None,
-        responses={200: EndpointSerializer, **_errors(403, 404)},
+        responses={200: EndpointSerializer, **error_responses(403, 404)},
         summary="Refresh the endpoint's status from SageMaker",
     )
     @action(detail=True, methods=["post"], url_path="sync-endpoint")
@@ -586,7 +576,7 @@ class JobViewSet(
                 description="Repeating a submission with the same key returns the same job.",
             )
         ],
-        responses={202: JobSerializer, **_errors(400, 403, 404, 409, 413, 415)},
+        responses={202: JobSerializer, **error_responses(400, 403, 404, 409, 413, 415)},
         summary="Submit a job",
         description=(
             "A CSV (header row, ',' delimiter, UTF-8) or JSON Lines file, or `input_uri` naming "
@@ -634,7 +624,7 @@ class JobViewSet(
 
     @extend_schema(
         request=None,
-        responses={200: JobSerializer, **_errors(403, 404, 409)},
+        responses={200: JobSerializer, **error_responses(403, 404, 409)},
         summary="Cancel a job",
     )
     @action(detail=True, methods=["post"])
@@ -650,7 +640,7 @@ class JobViewSet(
             OpenApiParameter("page", OpenApiTypes.INT, description="From 1."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="At most 500."),
         ],
-        responses={200: OpenApiTypes.OBJECT, **_errors(404)},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
         summary="The job's output records so far",
     )
     @action(detail=True, methods=["get"])
@@ -677,7 +667,7 @@ class JobViewSet(
 
     @extend_schema(
         request=None,
-        responses={302: None, **_errors(404, 409)},
+        responses={302: None, **error_responses(404, 409)},
         summary="Download the merged output (302 to a short-lived URL)",
     )
     @action(detail=True, methods=["get"])

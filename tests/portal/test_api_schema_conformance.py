@@ -1,0 +1,100 @@
+"""The API answers what its OpenAPI schema says: statuses, content types, headers and bodies.
+
+A contract test (schemathesis, run against every operation as an analyst, a LOB admin, a platform
+admin and an anonymous caller) found these; each is pinned here with a request that showed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Membership
+from tests.api_schema import assert_documented, load_schema
+from tests.tenancy_world import World, build_world
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world() -> World:
+    return build_world()
+
+
+@pytest.fixture
+def schema(world: World) -> dict[str, Any]:
+    return load_schema(api(world, "analyst"))
+
+
+def api(world: World, principal: str) -> APIClient:
+    client = APIClient()
+    user = world.user(principal)
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+def _viewer_membership(world: World) -> str:
+    return str(Membership.objects.get(user=world.user("viewer")).pk)
+
+
+LOB_A_AGAIN = {"slug": "lob-a", "name": "A", "aws_account": "111111111111"}
+
+# (principal, method, path, JSON body or None): each answers an error status. Until the schema
+# listed errors at all, every one of them was a status the schema said could not happen.
+ERROR_ANSWERS = [
+    ("anonymous", "get", "/api/v1/me/", None),  # 401
+    ("anonymous", "post", "/api/v1/subscriptions/1/authorize/", None),  # 401
+    ("analyst", "get", "/api/v1/lobs/lob-b/", None),  # 404: another LOB's
+    ("analyst", "get", "/api/v1/lobs/?page=99", None),  # 404: no such page
+    ("analyst", "get", "/api/v1/jobs/?cursor=%25ZZ", None),  # 404: not a cursor
+    ("analyst", "get", "/api/v1/memberships/?role=owner", None),  # 400: not a role
+    ("analyst", "get", "/api/v1/subscriptions/?status=gone", None),  # 400
+    ("analyst", "post", "/api/v1/lobs/", {"slug": "lob-c"}),  # 403
+    ("analyst", "delete", "/api/v1/memberships/{viewer}/", None),  # 403
+    ("lob_admin", "patch", "/api/v1/lobs/lob-a/", {"name": "A"}),  # 403
+    ("platform_admin", "post", "/api/v1/lobs/", {"slug": "lob-c"}),  # 400
+    ("platform_admin", "put", "/api/v1/aws-accounts/111111111111/", {}),  # 400
+    ("platform_admin", "post", "/api/v1/lobs/", LOB_A_AGAIN),  # 409
+    ("platform_admin", "delete", "/api/v1/aws-accounts/111111111111/", None),  # 409: in use
+    ("platform_admin", "delete", "/api/v1/lobs/nope/", None),  # 404
+    ("platform_admin", "patch", "/api/v1/memberships/999999/", {"role": "viewer"}),  # 404
+]
+
+
+@pytest.mark.parametrize(("principal", "method", "path", "body"), ERROR_ANSWERS)
+def test_error_answers_are_documented_with_the_error_shape(
+    world: World, schema: dict[str, Any], principal: str, method: str, path: str, body: Any
+) -> None:
+    path = path.replace("{viewer}", _viewer_membership(world))
+    client = api(world, principal)
+    response = getattr(client, method)(path, body, format="json")
+
+    assert response.status_code >= 400
+    assert_documented(schema, method, path, response)
+
+
+def test_a_body_of_a_type_no_parser_reads_is_a_documented_415(
+    world: World, schema: dict[str, Any]
+) -> None:
+    response = api(world, "platform_admin").generic(
+        "POST", "/api/v1/listings/", b"<listing/>", content_type="application/xml"
+    )
+
+    assert response.status_code == 415
+    assert_documented(schema, "post", "/api/v1/listings/", response)
+
+
+def test_every_operation_documents_the_refusal_of_an_anonymous_caller(
+    schema: dict[str, Any],
+) -> None:
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            refusal = operation["responses"].get("401")
+            assert refusal is not None, f"{method.upper()} {path}"
+            assert refusal["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
+            assert refusal["headers"]["WWW-Authenticate"]["required"] is True
