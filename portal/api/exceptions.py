@@ -24,7 +24,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         data = {"detail": str(exc), "code": exc.code}
         if exc.field:
             data["errors"] = {exc.field: [str(exc)]}
-        return Response(data, status=exc.status)
+        return _challenged(Response(data, status=exc.status))
     if isinstance(exc, aws_gateway.AwsError):
         # An AWS failure no service turned into its own error (reading a job's parts, say): the
         # portal's upstream failed, not the request. AWS's message stays in the log.
@@ -64,6 +64,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             "detail": str(detail) if not isinstance(detail, (dict, list)) else detail,
             "code": codes if isinstance(codes, str) else "error",
         }
+    return _challenged(response)
+
+
+def _challenged(response: Response) -> Response:
+    """A 401 names the scheme to authenticate with (RFC 9110 requires it of every 401), also
+    the proxy path's own for a seller token that is missing, invalid or expired."""
     if response.status_code == status.HTTP_401_UNAUTHORIZED:
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="gatehouse"')
     return response

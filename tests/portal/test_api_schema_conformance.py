@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Membership
 from tests.api_schema import assert_documented, load_schema
+from tests.factories import SubscriptionFactory
 from tests.tenancy_world import World, build_world
 
 pytestmark = pytest.mark.django_db
@@ -98,3 +99,19 @@ def test_every_operation_documents_the_refusal_of_an_anonymous_caller(
                 "$ref": "#/components/schemas/Error"
             }
             assert refusal["headers"]["WWW-Authenticate"]["required"] is True
+
+
+def test_the_proxy_paths_own_401_names_the_scheme_too(world: World, schema: dict[str, Any]) -> None:
+    # The seller token's refusal came from the service, past the handler's WWW-Authenticate: a
+    # 401 without the header that RFC 9110 requires and the schema lists.
+    subscription = SubscriptionFactory(lob=world.lob_a)
+    path = f"/api/v1/subscriptions/{subscription.pk}/invocations/"
+
+    response = api(world, "analyst").generic(
+        "POST", path, b"email\na@example.com\n", content_type="text/csv"
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_invalid"
+    assert response["WWW-Authenticate"] == 'Bearer realm="gatehouse"'
+    assert_documented(schema, "post", path, response)
