@@ -15,7 +15,7 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -28,6 +28,7 @@ from accounts.services import aws_verification, tenancy
 from portal.api.filters import IsoDateTimeFilter
 from portal.api.negotiation import FirstRendererNegotiation
 from portal.api.permissions import PlatformAdminWrites
+from portal.api.schema import error_responses
 
 # --- Me -------------------------------------------------------------------------------------------
 
@@ -481,6 +482,13 @@ def _csv_safe(value: object) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+# A member who is no LOB's admin may not read the audit trail at all: 403 on every operation.
+@extend_schema_view(
+    list=extend_schema(
+        responses={200: AuditEventSerializer(many=True), **error_responses(400, 403)}
+    ),
+    retrieve=extend_schema(responses={200: AuditEventSerializer, **error_responses(403)}),
+)
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit trail: all of it for platform admins, their LOBs' part for LOB admins."""
 
@@ -493,7 +501,13 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.audit_events_visible_to(self.request.user).order_by("-occurred_at", "-id")
 
     @extend_schema(
-        responses={200: OpenApiResponse(OpenApiTypes.STR, description="text/csv")},
+        filters=True,  # the list's, which drf-spectacular documents for list actions only
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="One row per event, `detail` as JSON."
+            ),
+            **error_responses(400, 403),
+        },
         summary="Export the (filtered) audit trail as CSV",
     )
     @action(detail=False, methods=["get"], content_negotiation_class=FirstRendererNegotiation)

@@ -23,7 +23,8 @@ def load_schema(client: Any) -> dict[str, Any]:
 
 def _operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
     path = path.split("?", 1)[0]
-    for template, operations in schema["paths"].items():
+    # Literal segments first: /audit-events/export/ is not /audit-events/{id}/.
+    for template, operations in sorted(schema["paths"].items(), key=lambda p: p[0].count("{")):
         pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, path) and method.lower() in operations:
             return operations[method.lower()]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.models import Membership
+from accounts.models import AuditEvent, Membership
 from tests.api_schema import assert_documented, load_schema
 from tests.factories import SubscriptionFactory
 from tests.tenancy_world import World, build_world
@@ -115,3 +115,35 @@ def test_the_proxy_paths_own_401_names_the_scheme_too(world: World, schema: dict
     assert response.json()["code"] == "token_invalid"
     assert response["WWW-Authenticate"] == 'Bearer realm="gatehouse"'
     assert_documented(schema, "post", path, response)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/audit-events/", "/api/v1/audit-events/{event}/", "/api/v1/audit-events/export/"],
+)
+def test_the_audit_trails_refusal_of_a_member_who_is_no_admin_is_documented(
+    world: World, schema: dict[str, Any], path: str
+) -> None:
+    event = AuditEvent.objects.create(action="x.y", outcome="success", lob_slug="lob-a")
+    path = path.replace("{event}", str(event.pk))
+
+    response = api(world, "analyst").get(path)
+
+    assert response.status_code == 403
+    assert_documented(schema, "get", path, response)
+
+
+def test_the_audit_export_is_documented_as_csv_with_the_lists_filters(
+    world: World, schema: dict[str, Any]
+) -> None:
+    admin = api(world, "platform_admin")
+
+    export = admin.get("/api/v1/audit-events/export/?lob=lob-a")
+    refused = admin.get("/api/v1/audit-events/export/?outcome=maybe")
+
+    assert export.status_code == 200
+    assert_documented(schema, "get", "/api/v1/audit-events/export/", export)
+    assert refused.status_code == 400
+    assert_documented(schema, "get", "/api/v1/audit-events/export/", refused)
+    documented = schema["paths"]["/api/v1/audit-events/export/"]["get"]["parameters"]
+    assert {p["name"] for p in documented} >= {"action", "outcome", "actor", "lob", "since"}
