@@ -433,7 +433,10 @@ class JobSerializer(serializers.ModelSerializer):
     """An inference job: status, progress, timestamps, where its input and output are."""
 
     lob = serializers.CharField(source="subscription.lob.slug", read_only=True)
-    submitted_by = serializers.CharField(source="submitted_by.username", default=None)
+    # null once the submitter's user is deleted (the job keeps its place, SET_NULL).
+    submitted_by = serializers.CharField(
+        source="submitted_by.username", read_only=True, allow_null=True
+    )
     # A plain string in the schema: "status" already names the subscriptions' enum.
     status = serializers.CharField(
         read_only=True, help_text=f"One of {', '.join(Job.Status.values)}."

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, Membership
 from tests.api_schema import assert_documented, load_schema
-from tests.factories import SubscriptionFactory
+from tests.factories import JobFactory, SubscriptionFactory
 from tests.tenancy_world import World, build_world
 
 pytestmark = pytest.mark.django_db
@@ -147,3 +147,21 @@ def test_the_audit_export_is_documented_as_csv_with_the_lists_filters(
     assert_documented(schema, "get", "/api/v1/audit-events/export/", refused)
     documented = schema["paths"]["/api/v1/audit-events/export/"]["get"]["parameters"]
     assert {p["name"] for p in documented} >= {"action", "outcome", "actor", "lob", "since"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs/", "/api/v1/jobs/{job}/"])
+def test_a_job_whose_submitter_is_gone_is_documented(
+    world: World, schema: dict[str, Any], path: str
+) -> None:
+    # The schema said submitted_by is a string (optional, writable); a job outlives the user
+    # who submitted it (SET_NULL) and then shows null.
+    job = JobFactory(subscription=SubscriptionFactory(lob=world.lob_a), submitted_by=None)
+    path = path.replace("{job}", str(job.pk))
+
+    response = api(world, "analyst").get(path)
+
+    assert response.status_code == 200
+    assert_documented(schema, "get", path, response)
+    job_schema = schema["components"]["schemas"]["Job"]
+    assert "submitted_by" in job_schema["required"]
+    assert job_schema["properties"]["submitted_by"]["readOnly"] is True
