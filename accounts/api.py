@@ -298,9 +298,9 @@ class LobViewSet(
         )
 
     def perform_create(self, serializer: LobSerializer) -> None:
-        serializer.instance = tenancy.lob_create(
-            **self.service_kwargs(), **serializer.validated_data
-        )
+        lob = tenancy.lob_create(**self.service_kwargs(), **serializer.validated_data)
+        # Re-read with the annotations the response shows (member_count was left out of the 201).
+        serializer.instance = self.get_queryset().get(pk=lob.pk)
 
     def perform_update(self, serializer: LobSerializer) -> None:
         tenancy.lob_update(

@@ -42,6 +42,7 @@ def _viewer_membership(world: World) -> str:
 
 
 LOB_A_AGAIN = {"slug": "lob-a", "name": "A", "aws_account": "111111111111"}
+LOB_C = {"slug": "lob-c", "name": "C", "aws_account": "111111111111"}
 
 # (principal, method, path, JSON body or None): each answers an error status. Until the schema
 # listed errors at all, every one of them was a status the schema said could not happen.
@@ -165,3 +166,15 @@ def test_a_job_whose_submitter_is_gone_is_documented(
     job_schema = schema["components"]["schemas"]["Job"]
     assert "submitted_by" in job_schema["required"]
     assert job_schema["properties"]["submitted_by"]["readOnly"] is True
+
+
+def test_a_new_lob_is_answered_with_every_field_the_schema_requires(
+    world: World, schema: dict[str, Any]
+) -> None:
+    # The 201 showed the unannotated row: no member_count, which the schema requires.
+    response = api(world, "platform_admin").post("/api/v1/lobs/", LOB_C, format="json")
+
+    assert response.status_code == 201, response.content
+    assert_documented(schema, "post", "/api/v1/lobs/", response)
+    assert response.json()["member_count"] == 0
+    assert response.json()["my_role"] is None
