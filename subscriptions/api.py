@@ -17,7 +17,12 @@ from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, NotFound
@@ -489,17 +494,30 @@ class JobDetailSerializer(JobSerializer):
         return jobs.job_record_errors(job)
 
 
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """A file part of a multipart body. drf-spectacular describes a FileField as a URI string
+    (what it reads back), so a client built from the schema sent the file as a text field."""
+
+
 class JobSubmitSerializer(serializers.Serializer):
     """A job submission: a subscription, and a file or the S3 URI of an input in the LOB."""
 
     subscription = serializers.IntegerField()
-    file = serializers.FileField(required=False, allow_empty_file=True)
+    file = UploadField(required=False, allow_empty_file=True)
     input_uri = serializers.CharField(required=False, max_length=1024)
     content_type = serializers.CharField(
         required=False,
         max_length=64,
         help_text="text/csv or application/jsonlines; else the file's own type or extension.",
     )
+
+
+class JobSubmitJsonSerializer(JobSubmitSerializer):
+    """A job submission as JSON: the input is already in the LOB's S3 location."""
+
+    file = None  # a JSON body carries no file
+    input_uri = serializers.CharField(max_length=1024)
 
 
 class JobFilter(django_filters.FilterSet):
@@ -569,7 +587,7 @@ class JobViewSet(
     @extend_schema(
         request={
             "multipart/form-data": JobSubmitSerializer,
-            "application/json": JobSubmitSerializer,
+            "application/json": JobSubmitJsonSerializer,
         },
         parameters=[
             OpenApiParameter(

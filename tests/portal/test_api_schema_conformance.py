@@ -178,3 +178,16 @@ def test_a_new_lob_is_answered_with_every_field_the_schema_requires(
     assert_documented(schema, "post", "/api/v1/lobs/", response)
     assert response.json()["member_count"] == 0
     assert response.json()["my_role"] is None
+
+
+def test_a_jobs_file_is_described_as_a_file_part_not_as_a_url(schema: dict[str, Any]) -> None:
+    # A FileField was described as {"type": "string", "format": "uri"}: a client built from the
+    # schema sent the file as a text field, refused with "The submitted data was not a file".
+    body = schema["paths"]["/api/v1/jobs/"]["post"]["requestBody"]["content"]
+    components = schema["components"]["schemas"]
+    multipart = components[body["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    as_json = components[body["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+
+    assert multipart["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert "file" not in as_json["properties"]
+    assert {"subscription", "input_uri"} <= set(as_json["required"])
