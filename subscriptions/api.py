@@ -240,6 +240,15 @@ class RawBodyParser(BaseParser):
         return body
 
 
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    required=True,
+    response=[429],
+    description="Seconds to wait before calling again.",
+)
+
 _AUDITED_ACTIONS = {"authorize": "subscription.authorized", "invocations": "subscription.invoked"}
 
 
@@ -353,14 +362,27 @@ class SubscriptionViewSet(
                 OpenApiParameter.HEADER,
                 description="Passed to the model as InvokeEndpoint's CustomAttributes.",
             ),
+            OpenApiParameter(
+                "X-Invocation-Id",
+                OpenApiTypes.UUID,
+                OpenApiParameter.HEADER,
+                required=True,
+                response=[200],
+                description="The invocation record of this call.",
+            ),
+            OpenApiParameter(
+                "X-Result-Uri",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                response=[200],
+                description="The S3 object the answer is stored in.",
+            ),
+            RETRY_AFTER,
         ],
         responses={
             (200, "*/*"): OpenApiResponse(
-                OpenApiTypes.BINARY,
-                description=(
-                    "The model's answer, with its content type; headers `X-Invocation-Id` and "
-                    "`X-Result-Uri` (the S3 object it is stored in)."
-                ),
+                OpenApiTypes.BINARY, description="The model's answer, with its content type."
             ),
             **error_responses(401, 403, 404, 406, 413, 415, 429, 502, 503, 504),
         },
@@ -597,7 +619,7 @@ class JobViewSet(
                 description="Repeating a submission with the same key returns the same job.",
             )
         ],
-        responses={202: JobSerializer, **error_responses(400, 403, 404, 409, 413, 415)},
+        responses={202: JobSerializer, **error_responses(400, 403, 404, 409, 413, 415, 502)},
         summary="Submit a job",
         description=(
             "A CSV (header row, ',' delimiter, UTF-8) or JSON Lines file, or `input_uri` naming "
@@ -605,7 +627,8 @@ class JobViewSet(
             "subscription. Errors: 400 `empty_input`, `no_header`, `wrong_delimiter`, "
             "`invalid_encoding`, `line_too_long`, `unclosed_quote`, `invalid_jsonlines`; 403 "
             "`not_a_member`, `may_not_invoke`, `subscription_inactive`, `input_outside_lob`; "
-            "409 `idempotency_key_reused`; 413 `input_too_large`; 415 `unsupported_content_type`."
+            "409 `idempotency_key_reused`; 413 `input_too_large`; 415 `unsupported_content_type`; "
+            "502 `upstream_error` (the input cannot be stored or read)."
         ),
     )
     def create(self, request: Request) -> Response:
@@ -661,7 +684,7 @@ class JobViewSet(
             OpenApiParameter("page", OpenApiTypes.INT, description="From 1."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="At most 500."),
         ],
-        responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400, 404, 502)},
         summary="The job's output records so far",
     )
     @action(detail=True, methods=["get"])
@@ -672,7 +695,9 @@ class JobViewSet(
             page = max(int(request.query_params.get("page", 1)), 1)
             size = min(max(int(request.query_params.get("page_size", 50)), 1), 500)
         except ValueError as exc:
-            raise serializers.ValidationError({"page": "page and page_size are numbers."}) from exc
+            # A list per field, like every other validation error.
+            message = ["page and page_size are numbers."]
+            raise serializers.ValidationError({"page": message}) from exc
         count, records = jobs.job_results(
             job=job, principal=request.user, offset=(page - 1) * size, limit=size
         )
@@ -688,7 +713,17 @@ class JobViewSet(
 
     @extend_schema(
         request=None,
-        responses={302: None, **error_responses(404, 409)},
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                OpenApiParameter.HEADER,
+                required=True,
+                response=[302],
+                description="The presigned URL of the merged output.",
+            )
+        ],
+        responses={302: None, **error_responses(404, 409, 502)},
         summary="Download the merged output (302 to a short-lived URL)",
     )
     @action(detail=True, methods=["get"])
