@@ -60,4 +60,5 @@ urlpatterns = [
     ),
 ]
 
+handler400 = "portal.views.bad_request"
 handler404 = "portal.views.not_found"

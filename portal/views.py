@@ -1,11 +1,12 @@
-"""Pages of the portal itself: the dashboard, the answer to a path that names nothing, the admin's
-sign-in, and the decorator of the pages' form actions."""
+"""Pages of the portal itself: the dashboard, the answers to a path that names nothing and to a
+request Django refuses, the admin's sign-in, and the decorator of the pages' form actions."""
 
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -40,6 +41,39 @@ def admin_login(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(reverse("login") + (f"?{query}" if query else ""))
     message = "The Django admin is for platform admins. Ask one if you need a change made there."
     return render(request, "403.html", {"message": message}, status=403)
+
+
+# Django refuses these before any view reads them, with its HTML 400 page: an API client got HTML
+# where every other error is {"detail", "code"}.
+_REFUSED_REQUESTS: list[tuple[type[Exception], str, str]] = [
+    (
+        TooManyFieldsSent,
+        "too_many_fields",
+        "The request has more query or form fields than the portal reads.",
+    ),
+    (TooManyFilesSent, "too_many_files", "The request has more files than the portal reads."),
+    (
+        RequestDataTooBig,
+        "request_too_large",
+        "The request's form fields are larger than the portal reads (files aside).",
+    ),
+]
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """400 for a request Django refuses (too many fields, form fields too large, ...): the API's
+    JSON error under /api/, the page elsewhere."""
+    if request.path.startswith("/api/"):
+        code, detail = next(
+            (
+                (code, detail)
+                for kind, code, detail in _REFUSED_REQUESTS
+                if isinstance(exception, kind)
+            ),
+            ("bad_request", "The request is malformed."),
+        )
+        return JsonResponse({"detail": detail, "code": code}, status=400)
+    return defaults.bad_request(request, exception)
 
 
 def form_action(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

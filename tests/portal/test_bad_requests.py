@@ -198,6 +198,53 @@ def test_an_api_path_that_names_nothing_is_a_json_404(world: World, path: str) -
     assert _error(api_as(world, "analyst").get(path), 404) == "not_found"
 
 
+MANY_FIELDS = "&".join(f"f{n}=1" for n in range(1200))
+BIG_FIELD = (
+    b'--xx\r\nContent-Disposition: form-data; name="role"\r\n\r\n'
+    + b"x" * (3 * 1024 * 1024)
+    + b"\r\n--xx--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "body", "code"),
+    [
+        ("GET", f"/api/v1/lobs/?{MANY_FIELDS}", None, b"", "too_many_fields"),
+        (
+            "POST",
+            "/api/v1/memberships/",
+            "application/x-www-form-urlencoded",
+            MANY_FIELDS.encode(),
+            "too_many_fields",
+        ),
+        (
+            "POST",
+            "/api/v1/memberships/",
+            "multipart/form-data; boundary=xx",
+            BIG_FIELD,
+            "request_too_large",
+        ),
+    ],
+)
+def test_a_request_django_refuses_is_the_apis_json_400(
+    world: World, method: str, path: str, content_type: str | None, body: bytes, code: str
+) -> None:
+    # Django refuses these itself (SuspiciousOperation): its HTML "Bad Request (400)" page was
+    # the only answer of the API that had not the API's error shape.
+    extra = {"content_type": content_type} if content_type else {}
+    response = api_as(world, "lob_admin").generic(method, path, body, **extra)
+
+    assert response["Content-Type"] == "application/json"
+    assert _error(response, 400) == code
+
+
+def test_a_page_django_refuses_is_still_the_html_400(world: World, client) -> None:
+    client.force_login(world.user("analyst"))
+    response = client.get(f"/jobs/?{MANY_FIELDS}")
+    assert response.status_code == 400
+    assert "json" not in response["Content-Type"]
+
+
 def test_a_page_path_that_names_nothing_is_an_html_404(client) -> None:
     response = client.get("/nothing-here/")
     assert response.status_code == 404
