@@ -27,7 +27,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, NotFound
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,7 +36,7 @@ from accounts import selectors as account_selectors
 from accounts.models import Lob
 from portal.api.filters import VisibleIdFilter, in_utc_range
 from portal.api.negotiation import FirstRendererNegotiation
-from portal.api.parsers import JSONParser
+from portal.api.parsers import FormParser, JSONParser, MultiPartParser
 from portal.api.permissions import PlatformAdminWrites
 from portal.api.schema import error_responses
 from portal.errors import NotFoundError
