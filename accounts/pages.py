@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -87,6 +88,13 @@ def _lob_page(lob: Lob, anchor: str = "") -> HttpResponse:
     return redirect(f"{url}#{anchor}" if anchor else url)
 
 
+def _add_member_again(lob: Lob, username: str, role: str) -> HttpResponse:
+    """Back to the members after a failed add, the form filled in as it was sent (nothing to type
+    again). Only a printable name goes back: the URL must not carry a control character."""
+    query = urlencode({"username": username if username.isprintable() else "", "role": role})
+    return redirect(f"{reverse('lob-detail', args=[lob.slug])}?{query}#members")
+
+
 def _membership_in(request: HttpRequest, lob: Lob, membership_id: int) -> Membership | None:
     """A membership of this LOB that the user can see; one of another LOB is simply not found."""
     return (
@@ -145,6 +153,9 @@ def lob_detail(request: HttpRequest, lob: Lob) -> HttpResponse:
             "may_manage": may_manage,
             "my_role_label": dict(Membership.Role.choices).get(my_role) if lob.is_active else None,
             "role_choices": Membership.Role.choices,
+            # A failed add comes back with what was sent (see _add_member_again).
+            "add_username": request.GET.get("username", "")[:150] if may_manage else "",
+            "add_role": request.GET.get("role") or Membership.Role.ANALYST,
         },
     )
 
@@ -172,15 +183,15 @@ def lob_member_add(request: HttpRequest, lob: Lob) -> HttpResponse:
     )
     if user is None:
         messages.error(request, f"No user named {username} has signed in yet.")
-        return _lob_page(lob, "members")
+        return _add_member_again(lob, username, role)
     try:
         membership = tenancy.membership_create(
             lob=lob, user=user, role=role, acting_user=request.user, request=request
         )
     except ServiceError as exc:
         _refused(request, f"Could not add {username}", exc)
-    else:
-        messages.success(request, f"Added {user.username} as {membership.get_role_display()}.")
+        return _add_member_again(lob, username, role)
+    messages.success(request, f"Added {user.username} as {membership.get_role_display()}.")
     return _lob_page(lob, "members")
 
 

@@ -551,6 +551,32 @@ def test_adding_an_unknown_or_deactivated_user_is_an_error_message(
     assert not Membership.objects.filter(user__username=username).exists()
 
 
+@pytest.mark.parametrize(("username", "role"), [("ghost", "viewer"), ("lob-a-viewer", "admin")])
+def test_a_failed_add_comes_back_with_the_form_as_it_was_sent(
+    world: World, username: str, role: str
+) -> None:
+    response = post_and_follow(
+        world.client_for("lob_admin"), "/lobs/lob-a/members/", {"username": username, "role": role}
+    )
+
+    assert len(error_messages(response)) == 1
+    form = response.content.decode().split('data-testid="add-member"', 1)[1].split("</form>")[0]
+    assert f'value="{username}"' in form
+    assert f'<option value="{role}" selected>' in form
+    assert not Membership.objects.filter(user__username=username, role=role).exists()
+
+
+def test_a_failed_add_of_a_name_with_a_control_character_comes_back_empty(world: World) -> None:
+    client = world.client_for("lob_admin")
+
+    response = client.post("/lobs/lob-a/members/", {"username": "out\x00sider", "role": "viewer"})
+
+    # Multipart: the NUL check does not read it; the name finds nobody and is not sent back.
+    assert response.status_code == 302
+    assert "username=&" in response["Location"]
+    assert client.get(response["Location"]).status_code == 200
+
+
 def test_adding_without_a_username_is_an_error_message(world: World) -> None:
     response = post_and_follow(
         world.client_for("lob_admin"), "/lobs/lob-a/members/", {"username": " ", "role": "viewer"}
