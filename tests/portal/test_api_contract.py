@@ -44,6 +44,7 @@ from accounts.models import Membership
 from subscriptions.models import Job
 from tests.factories import InvocationFactory, JobFactory, ListingFactory
 from tests.subscriptions.conftest import ProxyWorld, aws, proxy, standins  # noqa: F401
+from tests.subscriptions.test_subscriptions_api import NEW_LISTING
 from tests.url_sweep import lob_values
 
 pytestmark = pytest.mark.django_db
@@ -68,15 +69,6 @@ PATH_PARAMETERS = {
     "product_code": "product_code",
 }
 
-LISTING = {
-    "product_code": "address-verifier",
-    "name": "Address Verifier",
-    "seller_name": "Acme Geo",
-    "content_types": ["text/csv"],
-    "token_service_url": "https://seller.acme-geo.test",
-    "seller_issuer": "https://seller.acme-geo.test",
-    "seller_jwks_url": "https://seller.acme-geo.test/.well-known/jwks.json",
-}
 ACCOUNT = {
     "account_id": "333333333333",
     "name": "Account C",
@@ -91,7 +83,7 @@ def valid_bodies(proxy_world: ProxyWorld) -> dict[str, tuple[str, Any]]:
     """Operation label → (media type, a body the operation accepts on lob-a's objects)."""
     listing = proxy_world.listing
     own_listing = {
-        **LISTING,
+        **NEW_LISTING,
         "product_code": listing.product_code,
         "content_types": listing.content_types,
         "token_service_url": listing.token_service_url,
@@ -112,7 +104,7 @@ def valid_bodies(proxy_world: ProxyWorld) -> dict[str, tuple[str, Any]]:
         "POST /api/v1/lobs/": ("application/json", {**LOB_A, "slug": "lob-c"}),
         "PUT /api/v1/lobs/{slug}/": ("application/json", LOB_A),
         "PATCH /api/v1/lobs/{slug}/": ("application/json", {"description": "Lob A's"}),
-        "POST /api/v1/listings/": ("application/json", LISTING),
+        "POST /api/v1/listings/": ("application/json", NEW_LISTING),
         "PUT /api/v1/listings/{product_code}/": ("application/json", own_listing),
         "PATCH /api/v1/listings/{product_code}/": ("application/json", {"seller_name": "Acme"}),
         "POST /api/v1/memberships/": (

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent, Membership
+from tests.accounts.test_tenancy_api import api_as
 from tests.api_schema import assert_documented, load_schema
 from tests.factories import JobFactory, SubscriptionFactory
 from tests.tenancy_world import World, build_world
@@ -26,15 +26,7 @@ def world() -> World:
 
 @pytest.fixture
 def schema(world: World) -> dict[str, Any]:
-    return load_schema(api(world, "analyst"))
-
-
-def api(world: World, principal: str) -> APIClient:
-    client = APIClient()
-    user = world.user(principal)
-    if user is not None:
-        client.force_authenticate(user)
-    return client
+    return load_schema(api_as(world, "analyst"))
 
 
 def _viewer_membership(world: World) -> str:
@@ -71,7 +63,7 @@ def test_error_answers_are_documented_with_the_error_shape(
     world: World, schema: dict[str, Any], principal: str, method: str, path: str, body: Any
 ) -> None:
     path = path.replace("{viewer}", _viewer_membership(world))
-    client = api(world, principal)
+    client = api_as(world, principal)
     response = getattr(client, method)(path, body, format="json")
 
     assert response.status_code >= 400
@@ -81,7 +73,7 @@ def test_error_answers_are_documented_with_the_error_shape(
 def test_a_body_of_a_type_no_parser_reads_is_a_documented_415(
     world: World, schema: dict[str, Any]
 ) -> None:
-    response = api(world, "platform_admin").generic(
+    response = api_as(world, "platform_admin").generic(
         "POST", "/api/v1/listings/", b"<listing/>", content_type="application/xml"
     )
 
@@ -108,7 +100,7 @@ def test_the_proxy_paths_own_401_names_the_scheme_too(world: World, schema: dict
     subscription = SubscriptionFactory(lob=world.lob_a)
     path = f"/api/v1/subscriptions/{subscription.pk}/invocations/"
 
-    response = api(world, "analyst").generic(
+    response = api_as(world, "analyst").generic(
         "POST", path, b"email\na@example.com\n", content_type="text/csv"
     )
 
@@ -128,7 +120,7 @@ def test_the_audit_trails_refusal_of_a_member_who_is_no_admin_is_documented(
     event = AuditEvent.objects.create(action="x.y", outcome="success", lob_slug="lob-a")
     path = path.replace("{event}", str(event.pk))
 
-    response = api(world, "analyst").get(path)
+    response = api_as(world, "analyst").get(path)
 
     assert response.status_code == 403
     assert_documented(schema, "get", path, response)
@@ -137,7 +129,7 @@ def test_the_audit_trails_refusal_of_a_member_who_is_no_admin_is_documented(
 def test_the_audit_export_is_documented_as_csv_with_the_lists_filters(
     world: World, schema: dict[str, Any]
 ) -> None:
-    admin = api(world, "platform_admin")
+    admin = api_as(world, "platform_admin")
 
     export = admin.get("/api/v1/audit-events/export/?lob=lob-a")
     refused = admin.get("/api/v1/audit-events/export/?outcome=maybe")
@@ -159,7 +151,7 @@ def test_a_job_whose_submitter_is_gone_is_documented(
     job = JobFactory(subscription=SubscriptionFactory(lob=world.lob_a), submitted_by=None)
     path = path.replace("{job}", str(job.pk))
 
-    response = api(world, "analyst").get(path)
+    response = api_as(world, "analyst").get(path)
 
     assert response.status_code == 200
     assert_documented(schema, "get", path, response)
@@ -172,7 +164,7 @@ def test_a_new_lob_is_answered_with_every_field_the_schema_requires(
     world: World, schema: dict[str, Any]
 ) -> None:
     # The 201 showed the unannotated row: no member_count, which the schema requires.
-    response = api(world, "platform_admin").post("/api/v1/lobs/", LOB_C, format="json")
+    response = api_as(world, "platform_admin").post("/api/v1/lobs/", LOB_C, format="json")
 
     assert response.status_code == 201, response.content
     assert_documented(schema, "post", "/api/v1/lobs/", response)
