@@ -474,6 +474,9 @@ class _ChunkRun:
     token: str = field(repr=False)
     records: job_input.ChunkRecords
     checked_at: float  # time.monotonic() when the chunk was seen pending
+    # The record of the chunk's model call (Invocation row and audit event), written first thing
+    # after it by _chunk_finish: on the helper thread, while the next chunk's call is made.
+    record: Callable[[], object] | None = field(default=None, repr=False)
 
 
 # A prepared chunk older than this is checked again before its call: cancelling a job stops its
@@ -550,9 +553,12 @@ def _chunk_prepare(job_id: str, index: int) -> _ChunkRun | None:
 
 
 def _chunk_call(run: _ChunkRun) -> bytes | None:
-    """The model call through the proxy path (which re-checks the submitter); None if it failed."""
+    """The model call through the proxy path (which re-checks the submitter); None if it failed.
+
+    A successful call's record is left on ``run`` for :func:`_chunk_finish` to write.
+    """
     try:
-        return _model_answer(run, run.records.payload)
+        return _model_answer(run, run.records.payload, keep_record=True)
     except (ServiceError, aws_gateway.AwsError) as exc:
         _chunk_trouble(
             job_id=str(run.job.pk), index=run.chunk.index, subscription=run.subscription, exc=exc
@@ -561,7 +567,10 @@ def _chunk_call(run: _ChunkRun) -> bytes | None:
 
 
 def _chunk_finish(run: _ChunkRun, answer: bytes) -> None:
-    """Everything after the model call: the part, then the chunk counted on the job."""
+    """Everything after the model call: its record, the part, then the chunk counted on the job."""
+    if run.record is not None:
+        run.record()
+        run.record = None
     job, chunk = run.job, run.chunk
     try:
         try:
@@ -610,12 +619,12 @@ def job_chunks_run(
     """Run consecutive chunks of a job with their model calls back to back.
 
     A chunk's own work around its model call — the checks, the seller token and reading its
-    records before; its output, part and count after — takes about as long as the call itself,
-    and the model would wait through it. Here a helper thread does that work for the chunks
-    before and after while this thread makes the calls, one at a time: the model sees no more
-    calls at once than with :func:`job_chunk_run`, without the pauses. Each chunk is still
-    checked, written and counted on its own as :func:`job_chunk_run` does it; a chunk whose failure
-    is worth retrying goes to ``retry_later`` (index, the failure) and the others go on.
+    records before; the call's record, its output, part and count after — takes about as long as
+    the call itself, and the model would wait through it. Here a helper thread does that work for
+    the chunks before and after while this thread makes the calls, one at a time: the model sees
+    no more calls at once than with :func:`job_chunk_run`, without the pauses. Each chunk is still
+    checked, written and counted on its own as :func:`job_chunk_run` does it; a chunk whose
+    failure is worth retrying goes to ``retry_later`` (index, the failure) and the others go on.
     """
     helper = _chunk_helper()
 
@@ -772,9 +781,12 @@ def _results_by_halves(run: _ChunkRun) -> list[tuple[str, dict[str, Any]]]:
     return results
 
 
-def _model_answer(run: _ChunkRun, body: bytes) -> bytes:
-    """The model's answer to a chunk's records (or some of them) through the proxy path."""
-    return invocation_run(
+def _model_answer(run: _ChunkRun, body: bytes, *, keep_record: bool = False) -> bytes:
+    """The model's answer to a chunk's records (or some of them) through the proxy path.
+
+    ``keep_record``: a successful call's record is not written here but left on ``run``.
+    """
+    result = invocation_run(
         subscription=run.subscription,
         principal=run.principal,
         token=run.token,
@@ -783,7 +795,11 @@ def _model_answer(run: _ChunkRun, body: bytes) -> bytes:
         accept=JSONLINES,
         # The chunk's part is its result: no second copy under {lob}/invocations/.
         store_result=False,
-    ).body
+        defer_record=keep_record,
+    )
+    if keep_record:
+        run.record = result.record
+    return result.body
 
 
 def _chunk_output(chunk: JobChunk, records: job_input.ChunkRecords, answer: bytes) -> _ChunkOutput:

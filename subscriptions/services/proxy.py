@@ -14,8 +14,10 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -54,6 +56,9 @@ class InvocationResult:
     ``timings`` splits the call's wall time in milliseconds: ``authorization`` (permission,
     payload and token checks), ``credentials`` (clients and assumed-role credentials), ``invoke``
     (InvokeEndpoint), ``store`` (the S3 write) and ``record`` (the Invocation row and audit event).
+
+    ``record`` is set when the caller asked to write the record itself (``defer_record``): until
+    it is called, ``invocation`` is the row as it will be saved, not yet in the database.
     """
 
     invocation: Invocation
@@ -61,6 +66,7 @@ class InvocationResult:
     content_type: str
     result_uri: str
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    record: Callable[[], Invocation] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -100,6 +106,7 @@ def invocation_run(
     custom_attributes: str | None = None,
     request: HttpRequest | None = None,
     store_result: bool = True,
+    defer_record: bool = False,
 ) -> InvocationResult:
     """Run one call through the authorized proxy path and store its answer.
 
@@ -114,7 +121,15 @@ def invocation_run(
     ``store_result=False`` is for callers that keep the answer themselves (a job chunk writes its
     own part object): the answer is not written a second time and ``result_uri`` is empty. When
     the answer is written is ``INVOKE_RESULT_WRITE``'s choice (see ``result_store``).
+
+    ``defer_record=True`` (with ``store_result=False``) hands the record of a successful call to
+    the caller: the result's ``record`` writes it and must be called once. A job runs it on its
+    helper thread while its next call is made, so the model does not wait for the database.
+    Refusals and failures are recorded before they are raised, as always.
     """
+    if defer_record and store_result:
+        # The after-answer S3 writer updates the saved row; the two are not combined.
+        raise ValueError("defer_record is for callers that keep the answer themselves")
     call = _Call(
         id=uuid.uuid4(),
         started_at=timezone.now(),
@@ -177,7 +192,7 @@ def invocation_run(
             status=500,
         )
         raise
-    invocation = _record(
+    invocation, audit = _record_of(
         call=call,
         subscription=subscription,
         principal=principal,
@@ -185,19 +200,24 @@ def invocation_run(
         outcome=Invocation.OUTCOME_OK,
         status=200,
     )
-    if pending is not None:
-        # After the row is committed (the writer updates it), then on a writer thread.
-        invocation_id = call.id
-        transaction.on_commit(
-            lambda: result_store.result_write_after_answer(invocation_id, pending)
-        )
-    call.lap("record")
+    record = partial(_record_save, invocation, audit)
+    if not defer_record:
+        record()
+        record = None
+        if pending is not None:
+            # After the row is committed (the writer updates it), then on a writer thread.
+            invocation_id = call.id
+            transaction.on_commit(
+                lambda: result_store.result_write_after_answer(invocation_id, pending)
+            )
+        call.lap("record")
     return InvocationResult(
         invocation=invocation,
         body=answer_body,
         content_type=answer_type,
         result_uri=call.result_uri,
         timings=call.timings,
+        record=record,
     )
 
 
@@ -412,6 +432,30 @@ def _record(
     status: int,
 ) -> Invocation:
     """Write the Invocation row and the audit event of a call, in one transaction."""
+    invocation, audit = _record_of(
+        call=call,
+        subscription=subscription,
+        principal=principal,
+        request=request,
+        outcome=outcome,
+        status=status,
+    )
+    return _record_save(invocation, audit)
+
+
+def _record_of(
+    *,
+    call: _Call,
+    subscription: Subscription,
+    principal: User,
+    request: HttpRequest | None,
+    outcome: str,
+    status: int,
+) -> tuple[Invocation, Callable[[], object]]:
+    """The call's Invocation row (unsaved) and the writing of its audit event, ready to save.
+
+    The duration is taken here, at the call's end: a record saved later still carries it.
+    """
     duration_ms = round((time.perf_counter() - call.started) * 1000)
     if status < 400:
         audit_outcome = AuditEvent.Outcome.SUCCESS
@@ -419,38 +463,38 @@ def _record(
         audit_outcome = AuditEvent.Outcome.REFUSED
     else:
         audit_outcome = AuditEvent.Outcome.FAILURE
-    with transaction.atomic():
-        invocation = Invocation.objects.create(
-            id=call.id,
-            subscription=subscription,
-            principal=principal,
-            started_at=call.started_at,
-            duration_ms=duration_ms,
-            bytes_in=call.bytes_in,
-            bytes_out=call.bytes_out,
-            records=call.records if outcome == Invocation.OUTCOME_OK else 0,
-            outcome=outcome,
-            result_uri=call.result_uri,
-            result_stored_at=timezone.now() if call.stored else None,
-        )
-        audit_record(
-            action="subscription.invoked",
-            outcome=audit_outcome,
-            request=request,
-            actor=principal,
-            target_type="subscription",
-            target_id=str(subscription.pk),
-            lob_slug=subscription.lob.slug,
-            reason="" if outcome == Invocation.OUTCOME_OK else outcome,
-            detail={
-                "invocation_id": str(call.id),
-                "status": status,
-                "duration_ms": duration_ms,
-                "bytes_in": call.bytes_in,
-                "bytes_out": call.bytes_out,
-                "result_uri": call.result_uri,
-            },
-        )
+    invocation = Invocation(
+        id=call.id,
+        subscription=subscription,
+        principal=principal,
+        started_at=call.started_at,
+        duration_ms=duration_ms,
+        bytes_in=call.bytes_in,
+        bytes_out=call.bytes_out,
+        records=call.records if outcome == Invocation.OUTCOME_OK else 0,
+        outcome=outcome,
+        result_uri=call.result_uri,
+        result_stored_at=timezone.now() if call.stored else None,
+    )
+    audit = partial(
+        audit_record,
+        action="subscription.invoked",
+        outcome=audit_outcome,
+        request=request,
+        actor=principal,
+        target_type="subscription",
+        target_id=str(subscription.pk),
+        lob_slug=subscription.lob.slug,
+        reason="" if outcome == Invocation.OUTCOME_OK else outcome,
+        detail={
+            "invocation_id": str(call.id),
+            "status": status,
+            "duration_ms": duration_ms,
+            "bytes_in": call.bytes_in,
+            "bytes_out": call.bytes_out,
+            "result_uri": call.result_uri,
+        },
+    )
     if outcome != Invocation.OUTCOME_OK:
         logger.info(
             "invocation %s of subscription %s refused or failed: %s",
@@ -458,4 +502,12 @@ def _record(
             subscription.pk,
             outcome,
         )
+    return invocation, audit
+
+
+def _record_save(invocation: Invocation, audit: Callable[[], object]) -> Invocation:
+    """Save a call's Invocation row and write its audit event, in one transaction."""
+    with transaction.atomic():
+        invocation.save(force_insert=True)
+        audit()
     return invocation

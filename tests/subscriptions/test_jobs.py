@@ -328,6 +328,32 @@ def test_a_database_error_in_a_chunk_is_retried_and_every_record_gets_its_output
     assert job.subscription.invocations.count() == (3 if fails == "_chunk_prepare" else 4)
 
 
+def test_a_chunks_model_call_is_recorded_even_when_its_part_cannot_be_written(
+    world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    # The record of a chunk's call is written after the call (by the helper thread, in a
+    # worker): a chunk failing after its call must not lose it.
+    put_part = jobs._put_part
+
+    def refused_for_part_1(job: Job, key: str, *args: Any) -> None:
+        if key.endswith("part-00001.jsonl"):
+            raise aws_gateway.NotAuthorized("AccessDenied", aws_code="AccessDenied")
+        put_part(job, key, *args)
+
+    monkeypatch.setattr(jobs, "_put_part", refused_for_part_1)
+    response = submit(world, csv_file(good_rows(9)), capture=django_capture_on_commit_callbacks)
+
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == Job.Status.FAILED
+    assert job.chunks.get(index=1).status == "failed"
+    calls = job.subscription.invocations.filter(outcome="ok")
+    assert sorted(call.records for call in calls) == [3, 3, 3]
+    invoked = AuditEvent.objects.filter(action="subscription.invoked", outcome="success")
+    assert sorted(event.detail["invocation_id"] for event in invoked) == sorted(
+        str(call.pk) for call in calls
+    )
+
+
 def test_a_part_gone_before_the_merge_fails_the_job_with_the_reason(
     world: ProxyWorld, django_capture_on_commit_callbacks
 ) -> None:

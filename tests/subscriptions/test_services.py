@@ -273,6 +273,48 @@ def test_answer_kept_by_the_caller_is_not_stored_again(proxy: ProxyWorld) -> Non
     assert stored() == before + 1
 
 
+def test_a_record_left_to_the_caller_is_written_when_the_caller_says(proxy: ProxyWorld) -> None:
+    token = proxy.token()
+    started = time.perf_counter()
+    result = run(proxy, "analyst", token, store_result=False, defer_record=True)
+    call_ms = (time.perf_counter() - started) * 1000
+
+    # The answer is back; nothing of the call is in the database until the caller writes it.
+    assert json.loads(result.body.splitlines()[0])["record"] == 0
+    assert not Invocation.objects.exists()
+    assert not AuditEvent.objects.filter(action="subscription.invoked").exists()
+    time.sleep(0.2)  # a record written later still carries the call's own duration
+    assert result.record is not None
+    saved = result.record()
+
+    invocation = Invocation.objects.get()
+    assert (invocation.pk, invocation.outcome, invocation.records) == (
+        result.invocation.pk,
+        "ok",
+        1,
+    )
+    assert saved.pk == invocation.pk and invocation.duration_ms <= call_ms + 1
+    event = AuditEvent.objects.get(action="subscription.invoked")
+    assert (event.outcome, event.detail["invocation_id"]) == ("success", str(invocation.pk))
+
+
+def test_a_refused_call_is_recorded_at_once_even_when_the_caller_keeps_the_record(
+    proxy: ProxyWorld,
+) -> None:
+    with pytest.raises(TokenRejected):
+        run(proxy, "analyst", "not-a-token", store_result=False, defer_record=True)
+
+    assert Invocation.objects.get().outcome == "token_invalid"
+    assert AuditEvent.objects.get(action="subscription.invoked").outcome == "refused"
+
+
+def test_only_a_caller_keeping_the_answer_may_keep_the_record(proxy: ProxyWorld) -> None:
+    with pytest.raises(ValueError, match="defer_record"):
+        run(proxy, "analyst", proxy.token(), defer_record=True)
+
+    assert proxy.container_counter.calls["/invocations"] == 0
+
+
 def test_reusing_a_cached_token_quietly_audits_only_new_tokens(proxy: ProxyWorld) -> None:
     subscription = subscription_by_id(proxy.subscription_a.pk)
     analyst = proxy.world.user("analyst")
