@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from django.test import Client
 
 from accounts.models import Lob, Membership, User
 from tests.factories import AwsAccountFactory, LobFactory, MembershipFactory, UserFactory
@@ -48,3 +51,12 @@ def build_world() -> World:
     MembershipFactory(user=users["viewer"], lob=lob_a, role=Membership.Role.VIEWER)
     MembershipFactory(user=users["other_lob_member"], lob=lob_b, role=Membership.Role.ADMIN)
     return World(lob_a=lob_a, lob_b=lob_b, users=users)
+
+
+def client_for(world: World, principal: str, **kwargs: Any) -> Client:
+    """A browser client signed in as the principal (``anonymous``: not signed in)."""
+    client = Client(**kwargs)
+    user = world.user(principal)
+    if user is not None:
+        client.force_login(user)
+    return client

@@ -31,7 +31,7 @@ from subscriptions.services import jobs
 from tests.page_tables import mislabelled_cells, stacked_tables
 from tests.subscriptions.conftest import ProxyWorld
 from tests.subscriptions.test_jobs import BUCKET_A, csv_file, good_rows, s3_keys
-from tests.tenancy_world import World
+from tests.tenancy_world import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -51,14 +51,6 @@ def world(proxy: ProxyWorld, settings) -> Iterator[ProxyWorld]:
     celery_app.conf.task_always_eager = True
     yield proxy
     celery_app.conf.task_always_eager = saved
-
-
-def client_for(world: World, principal: str, **kwargs: Any) -> Client:
-    client = Client(**kwargs)
-    user = world.user(principal)
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def text_of(response) -> str:

@@ -35,7 +35,7 @@ from tests.factories import (
 from tests.page_tables import mislabelled_cells, stacked_tables
 from tests.subscriptions.conftest import ACCOUNT_A, ProxyWorld
 from tests.subscriptions.test_endpoint_sync import sagemaker_endpoint
-from tests.tenancy_world import PRINCIPALS, World, build_world
+from tests.tenancy_world import PRINCIPALS, World, build_world, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -44,14 +44,6 @@ RESULT_URI = re.compile(
 )
 PSEUDONYMOUS_ID = re.compile(r'"(email|phone)": "([0-9a-f]{32})"')
 CSV_RECORDS = "email,phone\r\njane.doe@example.com,+1 (555) 010-0199\r\nbob@example.org,\r\n"
-
-
-def client_for(world: World, principal: str) -> Client:
-    client = Client()
-    user = world.user(principal)
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def page_text(response) -> str:
