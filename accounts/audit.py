@@ -14,8 +14,9 @@ from portal.middleware import current_request_id
 
 logger = logging.getLogger("gatehouse.audit")
 
-# Claim and field names that must never be copied into an audit record.
-_FORBIDDEN_DETAIL_KEYS = frozenset(
+# Claim and field names that must never be copied into an audit record (nor shown from one: the
+# Activity page skips them too, for events written before this list or around audit_record).
+FORBIDDEN_DETAIL_KEYS = frozenset(
     {"token", "access_token", "id_token", "refresh_token", "password", "secret", "authorization"}
 )
 
@@ -58,7 +59,7 @@ def audit_record(
     clean_detail = {
         key: value
         for key, value in (detail or {}).items()
-        if key.lower() not in _FORBIDDEN_DETAIL_KEYS
+        if key.lower() not in FORBIDDEN_DETAIL_KEYS
     }
     event = AuditEvent.objects.create(
         actor=actor,

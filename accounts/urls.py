@@ -1,8 +1,9 @@
-"""URLs for sign-in and sign-out, the pages of lines of business, and opening Studio."""
+"""URLs for sign-in and sign-out, the pages of lines of business (their members, their activity),
+and opening Studio."""
 
 from django.urls import path
 
-from accounts import pages, studio_views, views
+from accounts import activity_pages, pages, studio_views, views
 
 urlpatterns = [
     path("login/", views.login_page, name="login"),
@@ -25,6 +26,7 @@ urlpatterns = [
         name="lob-member-remove",
     ),
     path("lobs/<slug:slug>/verify-account/", pages.lob_account_verify, name="lob-account-verify"),
+    path("lobs/<slug:slug>/activity/", activity_pages.lob_activity, name="lob-activity"),
     path("studio/", studio_views.studio_home, name="studio-home"),
     path("studio/<str:lob_slug>/", studio_views.StudioOpenView.as_view(), name="studio-open"),
 ]
