@@ -107,7 +107,9 @@ def detail_summary(event: AuditEvent) -> str:
             if isinstance(detail.get(key), int):
                 parts.append(f"{filesizeformat(detail[key])} {label}")
         return " · ".join(parts)
-    return ", ".join(f"{key}={_short(value)}" for key, value in detail.items())
+    # In key order: PostgreSQL's jsonb keeps its own order (shorter keys first), and an event
+    # should read the same whichever database holds it.
+    return ", ".join(f"{key}={_short(value)}" for key, value in sorted(detail.items()))
 
 
 def _short(value: object) -> str:
