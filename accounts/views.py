@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 
 import requests
 from django.conf import settings
@@ -161,8 +163,9 @@ class SignInCallbackView(OIDCAuthenticationCallbackView):
         return _failure_page(self.request, code, status=status)
 
     def login_success(self) -> HttpResponse:
-        """Sign the user in and audit it."""
+        """Sign the user in, fix when the session ends, and audit it."""
         response = super().login_success()
+        session_end_fix(self.request)
         audit_record(
             action="auth.sign_in",
             outcome=AuditEvent.Outcome.SUCCESS,
@@ -171,6 +174,25 @@ class SignInCallbackView(OIDCAuthenticationCallbackView):
             detail={"channel": "browser", "platform_admin": self.user.is_staff},
         )
         return response
+
+
+# When the session's first sign-in happened (a Unix time): the silent re-checks sign in again, and
+# the session must still end SESSION_COOKIE_AGE after the first one.
+SIGNED_IN_AT_KEY = "gatehouse_signed_in_at"
+
+
+def session_end_fix(request: HttpRequest) -> None:
+    """End the session ``SESSION_COOKIE_AGE`` after its first sign-in, whatever happens meanwhile.
+
+    Django moves a session's end to now + ``SESSION_COOKIE_AGE`` every time the session is saved,
+    and the Cognito re-check (accounts.session_refresh) saves it every few minutes: a session in
+    use would never end. A fixed end date is kept instead; the re-check's sign-in (same user, same
+    session: Django keeps its data) finds the first sign-in's time and keeps that end. A session
+    past its end is gone, and the next page asks to sign in again.
+    """
+    session = request.session
+    signed_in_at = session.setdefault(SIGNED_IN_AT_KEY, time.time())
+    session.set_expiry(datetime.fromtimestamp(signed_in_at + settings.SESSION_COOKIE_AGE, tz=UTC))
 
 
 class SignOutView(OIDCLogoutView):

@@ -322,7 +322,9 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Sessions and security ------------------------------------------------------------------------
-SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)  # absolute session age
+# A session's absolute age, counted from its sign-in through Cognito (accounts.views fixes the end
+# date; Django alone would push it forward at every save of the session).
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True

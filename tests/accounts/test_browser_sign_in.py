@@ -10,6 +10,7 @@ import requests
 from django.test import Client
 
 from accounts.models import AuditEvent, User
+from accounts.views import SIGNED_IN_AT_KEY
 from tests.browser_flow import hosted_ui_sign_in, portal_sign_in
 
 pytestmark = pytest.mark.django_db
@@ -295,6 +296,45 @@ def test_a_due_session_is_renewed_silently_while_cognito_still_knows_the_user(
     assert (landed.status_code, landed["Location"]) == (302, "/lobs/")
     assert client.get("/lobs/").status_code == 200
     assert client.session["oidc_id_token_expiration"] > 0
+
+
+def _renew(client: Client, browser: requests.Session) -> None:
+    """A due session checked with Cognito (prompt=none) while its hosted-UI session lives."""
+    _renewal_due(client)
+    check = client.get("/lobs/")
+    back = browser.get(check["Location"], allow_redirects=False)
+    callback = urlparse(back.headers["Location"])
+    client.get(f"{callback.path}?{callback.query}")
+
+
+def test_a_session_ends_its_age_after_the_sign_in_however_often_it_is_renewed(
+    client: Client, cognito, settings
+) -> None:
+    browser = requests.Session()
+    portal_sign_in(client, "user-lob-a", cognito.password("user-lob-a"), browser=browser)
+    assert settings.SESSION_COOKIE_AGE - 60 < client.session.get_expiry_age() <= 8 * 3600
+    end = client.session.get_expiry_date()
+
+    # Pages and the renewal save the session; its end stays where the sign-in put it.
+    assert client.get("/lobs/").status_code == 200
+    _renew(client, browser)
+    assert client.get("/lobs/").status_code == 200
+    assert client.session.get_expiry_date() == end
+
+    # Seven hours on: a renewal leaves the session its last hour, not eight new ones.
+    session = client.session
+    session[SIGNED_IN_AT_KEY] -= 7 * 3600
+    session.save()
+    _renew(client, browser)
+    assert 3500 < client.session.get_expiry_age() <= 3600
+
+    # Past its age: the renewal's sign-in ends it, and the next page asks to sign in again.
+    session = client.session
+    session[SIGNED_IN_AT_KEY] -= 3600
+    session.save()
+    _renew(client, browser)
+    page = client.get("/lobs/")
+    assert (page.status_code, urlparse(page["Location"]).path) == (302, "/login/")
 
 
 def test_a_session_cognito_no_longer_has_ends_and_sends_the_browser_to_sign_in(
