@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint migrate lock clean
+.PHONY: demo test venv lint migrate clean
 
 # The virtualenv is rebuilt only when a requirements file changes. The files pin every package,
 # transitive ones included, so pip need not resolve anything (--no-deps); pip check proves the
@@ -24,6 +24,10 @@ demo: $(STAMP)
 ## Run the test suite (embedded defaults, or DATABASE_URL / REDIS_URL when set).
 test: $(STAMP)
 	scripts/test $(ARGS)
+
+## Apply the database migrations (the SQLite file under var/, or DATABASE_URL); `make demo` does it too.
+migrate: $(STAMP)
+	$(PY) manage.py migrate --no-input
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

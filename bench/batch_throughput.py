@@ -458,7 +458,7 @@ def main() -> int:
     finally:
         world.stop()
         database.drop()
-        if os.environ.get("BENCH_KEEP"):
+        if os.environ.get("BENCH_KEEP", "") not in ("", "0", "false"):
             print(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -104,7 +104,8 @@ def main() -> int:
     )
 
     print("Gatehouse local stack:")
-    print(f"  portal            {config.url('web')}   (sign in as admin, user-lob-a or user-lob-b)")
+    print(f"  portal            {config.url('web')}")
+    print("                    sign in as admin, user-lob-a, user-lob-b or lob-a-admin")
     print(f"  Cognito hosted UI {config.url('cognito')}")
     print(f"  moto (AWS APIs)   {config.url('moto')}")
     print(f"  SageMaker runtime {config.url('runtime')}   (stand-in, forwards to the model)")
