@@ -168,7 +168,8 @@ def _fresh_jwks_caches() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _chunk_helper_stopped() -> Iterator[None]:
-    """The jobs' helper thread (and its database connection) ends with the test that started it."""
+    """The jobs' helper threads (and their database connections) end with the test that started
+    them."""
     yield
     from subscriptions.services.jobs import chunk_helper_stop
 
