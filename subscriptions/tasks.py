@@ -161,7 +161,7 @@ def job_chunks_run(job_id: str, indices: list[int]) -> None:
 
 @worker_process_shutdown.connect
 def _chunk_helper_stop(**_: object) -> None:
-    # The pool process's helper threads (job_chunks_run) close their connections as it ends.
+    # The pool process's helper thread (job_chunks_run) closes its connections as the process ends.
     jobs.chunk_helper_stop()
 
 

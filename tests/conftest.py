@@ -168,8 +168,7 @@ def _fresh_jwks_caches() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _chunk_helper_stopped() -> Iterator[None]:
-    """The jobs' helper threads (and their database connections) end with the test that started
-    them."""
+    """The jobs' helper thread (and its database connection) ends with the test that started it."""
     yield
     from subscriptions.services.jobs import chunk_helper_stop
 

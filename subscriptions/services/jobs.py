@@ -9,7 +9,7 @@
   so a chunk that runs twice writes the same object and is counted once (under a row lock); a
   chunk given up on writes its error entries to ``part-{n:05d}.failed.jsonl`` instead.
   :func:`job_chunks_run` runs a few consecutive chunks the same way, with their model calls back to
-  back while two helper threads do each chunk's S3 and database work (how jobs normally run).
+  back while a helper thread does each chunk's S3 and database work (how jobs normally run).
 * :func:`job_finalize` writes the merged output and the manifest once every chunk is done.
 * :func:`job_cancel`, :func:`jobs_reconcile` (stalled work is enqueued again), and the reads the
   API needs (:func:`jobs_visible_to`, :func:`job_for_member`, :func:`job_results`,
@@ -475,7 +475,7 @@ class _ChunkRun:
     records: job_input.ChunkRecords
     checked_at: float  # time.monotonic() when the chunk was seen pending
     # The record of the chunk's model call (Invocation row and audit event), written first thing
-    # after it by _chunk_finish: on a helper thread, while the next chunk's call is made.
+    # after it by _chunk_finish: on the helper thread, while the next chunk's call is made.
     record: Callable[[], object] | None = field(default=None, repr=False)
 
 
@@ -620,15 +620,13 @@ def job_chunks_run(
 
     A chunk's own work around its model call — the checks, the seller token and reading its
     records before; the call's record, its output, part and count after — takes about as long as
-    the call itself, and the model would wait through it. Here helper threads do that work while
-    this thread makes the calls, one at a time: one prepares the next chunk, the other finishes
-    the last one (each mostly waits for S3 and the database, so one thread doing both would make
-    the calls wait for it). The model sees no more calls at once than with :func:`job_chunk_run`,
-    without the pauses. Each chunk is still
+    the call itself, and the model would wait through it. Here a helper thread does that work for
+    the chunks before and after while this thread makes the calls, one at a time: the model sees
+    no more calls at once than with :func:`job_chunk_run`, without the pauses. Each chunk is still
     checked, written and counted on its own as :func:`job_chunk_run` does it; a chunk whose
     failure is worth retrying goes to ``retry_later`` (index, the failure) and the others go on.
     """
-    preparer, finisher = _chunk_helpers()
+    helper = _chunk_helper()
 
     def guarded(index: int, step: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -639,18 +637,18 @@ def job_chunks_run(
 
     pending: list[Future] = []
     try:
-        # A helper thread's connection lives across tasks: like the task's own, it is dropped
+        # The helper thread's connection lives across tasks: like the task's own, it is dropped
         # when too old or broken, once a task (each check costs the database a round trip). Not
         # inline: there it is the caller's connection, in the caller's transaction.
-        if not isinstance(preparer, _Inline):
-            pending += [helper.submit(close_old_connections) for helper in (preparer, finisher)]
-        upcoming = preparer.submit(guarded, indices[0], _chunk_prepare, job_id, indices[0])
+        if not isinstance(helper, _Inline):
+            pending.append(helper.submit(close_old_connections))
+        upcoming = helper.submit(guarded, indices[0], _chunk_prepare, job_id, indices[0])
         pending.append(upcoming)
         for position, index in enumerate(indices):
             run = upcoming.result()
             if position + 1 < len(indices):
                 following = indices[position + 1]
-                upcoming = preparer.submit(guarded, following, _chunk_prepare, job_id, following)
+                upcoming = helper.submit(guarded, following, _chunk_prepare, job_id, following)
                 pending.append(upcoming)
             # Cancelled (or the job stopped) since it was prepared: the call is not made. A chunk
             # prepared moments ago (while a fast model answered the one before) was pending then;
@@ -664,7 +662,7 @@ def job_chunks_run(
                 continue
             answer = guarded(index, _chunk_call, run)
             if answer is not None:
-                pending.append(finisher.submit(guarded, index, _chunk_finish, run, answer))
+                pending.append(helper.submit(guarded, index, _chunk_finish, run, answer))
     finally:
         # Nothing of this task goes on after it ends (and is acknowledged).
         wait(pending)
@@ -684,45 +682,40 @@ class _Inline:
         return future
 
 
-_helper_executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+_helper_executor: ThreadPoolExecutor | None = None
 
 
-def _chunk_helpers() -> tuple[ThreadPoolExecutor | _Inline, ThreadPoolExecutor | _Inline]:
-    """The process's helper threads for chunk work (one prepares, one finishes), or inline steps
-    inside a transaction.
+def _chunk_helper() -> ThreadPoolExecutor | _Inline:
+    """The process's helper thread for chunk work, or inline steps inside a transaction.
 
     Inside a transaction (tests run each in one) another thread's database connection would not
     see its rows, and an in-memory SQLite database (the test suite's) belongs to one connection:
     there the steps run one after the other in this thread.
     """
-    global _helper_executors
+    global _helper_executor
     connection = transaction.get_connection()
     if connection.in_atomic_block or (
         connection.vendor == "sqlite" and connection.is_in_memory_db()
     ):
-        return _Inline(), _Inline()
-    if _helper_executors is None:
+        return _Inline()
+    if _helper_executor is None:
         # Created in the process that runs tasks (after a prefork pool forked it), never shared.
-        # One thread each (not a pool of two): each keeps its own database connection, which
-        # chunk_helper_stop closes on that thread.
-        _helper_executors = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-chunks-prepare"),
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-chunks-finish"),
-        )
-    return _helper_executors
+        _helper_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-chunks")
+    return _helper_executor
 
 
 def chunk_helper_stop() -> None:
-    """End the helper threads, closing their database connections first (only they can).
+    """End the helper thread, closing its database connections first (only it can close them).
 
-    Called when a worker process shuts down, and after each test, so that no connection of a
+    Called when a worker process shuts down, and after each test, so that no connection of the
     helper outlives what opened it (PostgreSQL refuses to drop a database someone is connected to).
     """
-    global _helper_executors
-    executors, _helper_executors = _helper_executors, None
-    for executor in executors or ():
-        executor.submit(connections.close_all).result()
-        executor.shutdown(wait=True)
+    global _helper_executor
+    executor, _helper_executor = _helper_executor, None
+    if executor is None:
+        return
+    executor.submit(connections.close_all).result()
+    executor.shutdown(wait=True)
 
 
 def _chunk_input(job: Job, chunk: JobChunk, principal: User | None) -> job_input.ChunkRecords:
@@ -764,8 +757,7 @@ def _results_by_halves(run: _ChunkRun) -> list[tuple[str, dict[str, Any]]]:
     are sent again in halves, and a half that still does not match in halves again, down to
     single records: only a record that alone gets no single result becomes an error entry
     (``output_mismatch``). One odd record among n costs about 2·log2(n) calls. These calls are
-    made by the finishing helper thread, beside the next chunk's: the only time a worker has two
-    at once.
+    made by the helper thread, beside the next chunk's: the only time a worker has two at once.
     """
     media_type = run.job.content_type
     prefix = run.job.csv_header.encode("utf-8") if media_type == job_input.CSV else b""
