@@ -220,6 +220,17 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
     return total
 
 
+def cpu_wait_seconds(pid: int) -> float:
+    """Time the process's threads were ready to run but waited for a CPU, so far (schedstat)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[1]) / 1e9  # run_delay, ns
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def postgres_pids() -> list[int]:
     """The PostgreSQL server's processes (shared with anything else using it on this machine)."""
     pids = []
@@ -233,12 +244,16 @@ def postgres_pids() -> list[int]:
     return pids
 
 
+WAIT_KEY = "container waiting for a CPU"
+
+
 class CpuMeter:
     """CPU seconds each process of the world (and PostgreSQL) spends between start and stop."""
 
     def __init__(self, world: World) -> None:
         self.world = world
         self.spent: dict[str, float] = {}
+        self.container_waited = 0.0
 
     def _read(self) -> dict[str, float]:
         readings: dict[str, float] = {}
@@ -253,6 +268,9 @@ class CpuMeter:
             cpu_seconds(pid, children=False) for pid in postgres_pids()
         )
         readings["this process"] = sum(os.times()[:2])
+        # Not CPU spent: how long the model container was ready to run but had no CPU (the
+        # other processes had both); kept apart from the CPU figures under a name of its own.
+        readings[WAIT_KEY] = cpu_wait_seconds(self.world.named["container"].pid)
         return readings
 
     def __enter__(self) -> CpuMeter:
@@ -263,13 +281,16 @@ class CpuMeter:
     def __exit__(self, *exc: object) -> None:
         ended = self._read()
         self.wall = time.perf_counter() - self._wall
-        self.spent = {name: ended[name] - self._started.get(name, 0.0) for name in ended}
+        spent = {name: ended[name] - self._started.get(name, 0.0) for name in ended}
+        self.container_waited = spent.pop(WAIT_KEY)
+        self.spent = spent
 
     def report(self, label: str) -> None:
         busy = sum(self.spent.values())
         print(
             f"  CPU during {label}: {busy:.1f} s over {self.wall:.1f} s wall "
-            f"({busy / self.wall:.2f} cores busy):"
+            f"({busy / self.wall:.2f} cores busy); the container waited "
+            f"{self.container_waited:.2f} s for a CPU:"
         )
         for name, spent in sorted(self.spent.items(), key=lambda item: -item[1]):
             if spent >= 0.05:
