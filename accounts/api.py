@@ -454,7 +454,14 @@ class AuditEventSerializer(serializers.ModelSerializer):
 class AuditEventFilter(django_filters.FilterSet):
     """Filter by action (prefix), outcome, actor, LOB and time."""
 
-    action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
+    # A prefix longer than the column matches nothing; refused (400) rather than sent as a LIKE
+    # pattern, which SQLite refuses past 50,000 bytes (an OperationalError: a 500, or a CSV cut
+    # off after its header).
+    action = django_filters.CharFilter(
+        field_name="action",
+        lookup_expr="startswith",
+        max_length=AuditEvent._meta.get_field("action").max_length,
+    )
     actor = django_filters.CharFilter(field_name="actor_username")
     lob = django_filters.CharFilter(field_name="lob_slug")
     since = IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
