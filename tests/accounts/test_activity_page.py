@@ -287,6 +287,31 @@ def test_a_family_of_several_actions_is_one_choice(world: World) -> None:
     assert len(listed(client.get(URL, {"action": "job."}))) == 2
 
 
+@pytest.mark.parametrize("principal", ["lob_admin", "platform_admin"])
+def test_the_action_choices_and_filters_never_reach_another_lobs_events(
+    world: World, principal: str
+) -> None:
+    record(1, "job.submitted", outcome="success")
+    record(2, "job.cancelled", lob="lob-b", outcome="success", target_id="lob-b-job")
+    record(3, "studio.open", lob="lob-b", outcome="success", target_id="lob-b-studio")
+    client = client_for(world, principal)
+
+    page = client.get(URL)
+    form = page.content.decode().split('name="action"', 1)[1].split("</select>")[0]
+    # lob-b's actions are not offered, nor counted in a family: job. has one action in lob-a.
+    assert re.findall(r'<option value="([^"]*)">([^<]*)<', form) == [
+        ("", "Any"),
+        ("job.submitted", "job.submitted"),
+    ]
+    assert "lob-b" not in page.content.decode()
+    for query in ({"action": "studio."}, {"action": "job.cancelled"}, {"lob": "lob-b"}):
+        response = client.get(URL, query)
+        names = {row["target_id"] for row in csv_rows(client.get(csv_href(response)))}
+        assert "lob-b-job" not in response.content.decode(), query
+        assert "lob-b-studio" not in response.content.decode(), query
+        assert not names & {"lob-b-job", "lob-b-studio"}, query
+
+
 @pytest.mark.parametrize(
     ("query", "problem"),
     [

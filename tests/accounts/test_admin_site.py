@@ -174,6 +174,26 @@ def test_signed_in_non_staff_are_told_the_admin_is_not_for_them(lob_admin: User)
     assert "Go to the dashboard" in response.content.decode()
 
 
+def test_the_admins_sign_in_form_signs_nobody_in_even_with_a_right_password(
+    platform_admin: User,
+) -> None:
+    # Sessions end SESSION_COOKIE_AGE after the Cognito sign-in (accounts.views.session_end_fix):
+    # a session made any other way would slide on for ever. Django's own admin login is not
+    # served, and no backend checks passwords.
+    platform_admin.set_password("right-password")
+    platform_admin.save()
+    client = Client()
+
+    response = client.post(
+        "/admin/login/",
+        {"username": "platform-admin", "password": "right-password", "next": "/admin/"},
+    )
+
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert "_auth_user_id" not in client.session
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+
+
 def test_anonymous_people_go_from_the_admin_to_sign_in_with_the_page_to_come_back_to() -> None:
     response = Client().get("/admin/accounts/lob/", follow=True)
 

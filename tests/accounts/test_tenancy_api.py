@@ -398,6 +398,82 @@ def test_audit_events_are_scoped(world: World, principal: str, expected: int, lo
         assert seen == lobs if principal != ADMIN else lobs <= seen
 
 
+def _events_of_both_lobs() -> dict[str, AuditEvent]:
+    """An event of lob-a, and one of lob-b whose action lob-a never had."""
+    return {
+        "a": AuditEvent.objects.create(action="lob.updated", outcome="success", lob_slug="lob-a"),
+        "b": AuditEvent.objects.create(
+            action="studio.open", outcome="success", lob_slug="lob-b", target_id="lob-b-only"
+        ),
+    }
+
+
+# Platform admins, and the LOB's own admins (another LOB's event is not found); someone who is
+# no LOB's admin reads no event at all (403).
+READ_AUDIT_EVENT = [
+    (ADMIN, 200, 200),
+    (LOB_ADMIN, 200, 404),
+    (ANALYST, 403, 403),
+    (VIEWER, 403, 403),
+    (OTHER, 404, 200),  # OTHER is lob-b's admin
+    (OUTSIDER, 403, 403),
+    (ANON, 401, 401),
+]
+
+
+@pytest.mark.parametrize(("principal", "lob", "expected"), cases(READ_AUDIT_EVENT))
+def test_retrieve_audit_event(world: World, principal: str, lob: str, expected: int) -> None:
+    event = _events_of_both_lobs()[lob]
+
+    response = api_as(world, principal).get(f"/api/v1/audit-events/{event.pk}/")
+
+    assert response.status_code == expected
+    if expected == 200:
+        assert response.json()["lob_slug"] == f"lob-{lob}"
+
+
+def export_rows(client: APIClient, query: str) -> list[dict[str, str]]:
+    response = client.get(f"/api/v1/audit-events/export/?{query}")
+    assert response.status_code == 200
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "lob=lob-b", "action=studio.", "action=studio.open&lob=lob-b", "lob=", "lob=lob-a"],
+)
+def test_a_lob_admins_export_names_no_other_lobs_event_whatever_the_filters(
+    world: World, query: str
+) -> None:
+    events = _events_of_both_lobs()
+
+    rows = export_rows(api_as(world, LOB_ADMIN), query)
+
+    assert str(events["b"].pk) not in {row["id"] for row in rows}
+    assert {row["lob_slug"] for row in rows} <= {"lob-a"}
+    assert (str(events["a"].pk) in {row["id"] for row in rows}) is (
+        query in ("", "lob=", "lob=lob-a")
+    )
+    # The platform admin's export, by the same query, is the control: lob-b's event is there.
+    everything = {row["id"] for row in export_rows(api_as(world, ADMIN), query)}
+    assert (str(events["b"].pk) in everything) is (query not in ("lob=lob-a",))
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [(ANALYST, 403), (VIEWER, 403), (OUTSIDER, 403), (ANON, 401)],
+)
+def test_the_export_is_refused_to_those_who_read_no_audit_trail(
+    world: World, principal: str, expected: int
+) -> None:
+    _events_of_both_lobs()
+
+    response = api_as(world, principal).get("/api/v1/audit-events/export/?lob=lob-a")
+
+    assert response.status_code == expected
+    assert "lob.updated" not in response.content.decode()
+
+
 def test_audit_csv_export_is_filtered_and_safe(world: World) -> None:
     admin = api_as(world, ADMIN)
     admin.patch("/api/v1/lobs/lob-a/", {"name": "=HYPERLINK(1)"}, format="json")

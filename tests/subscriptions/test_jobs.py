@@ -23,7 +23,7 @@ from accounts.models import AuditEvent, Membership
 from portal import aws_gateway, celery_app
 from subscriptions import tasks
 from subscriptions.models import Job, JobChunk
-from subscriptions.services import jobs
+from subscriptions.services import jobs, seller_tokens
 from tests.subscriptions.conftest import ACCOUNT_A, PRODUCT, ProxyWorld
 
 pytestmark = pytest.mark.django_db
@@ -190,6 +190,24 @@ def test_job_detail_results_and_download(
     assert [item["id"] for item in listed["results"]] == [job_id]
     assert client.get("/api/v1/jobs/?status=failed").json()["results"] == []
     assert client.get("/api/v1/jobs/?submitter=lob-a-analyst").json()["results"]
+
+
+def test_neither_the_seller_token_the_records_nor_the_download_url_is_logged(
+    world: ProxyWorld, django_capture_on_commit_callbacks, caplog
+) -> None:
+    caplog.set_level("DEBUG")  # as with LOG_LEVEL=DEBUG: the settings keep botocore quiet
+    rows = good_rows(7)
+
+    job_id = submit(world, csv_file(rows), capture=django_capture_on_commit_callbacks).json()["id"]
+    download = world.client("analyst").get(f"/api/v1/jobs/{job_id}/download/")
+
+    assert Job.objects.get(pk=job_id).status == Job.Status.SUCCEEDED
+    assert download.status_code == 302
+    token = seller_tokens._cached_token(world.subscription_a).token
+    signed_query = download["Location"].partition("?")[2]
+    assert "job.downloaded" in caplog.text  # the log was captured
+    for secret in (token, token.split(".")[2], signed_query, *rows, "person0@example.com"):
+        assert secret not in caplog.text
 
 
 def test_jsonlines_input_from_the_lobs_results_location(

@@ -24,6 +24,7 @@ from portal.query_count import count_queries
 from subscriptions import pages
 from subscriptions.models import Endpoint, Invocation, Listing, Subscription
 from subscriptions.services import proxy as proxy_service
+from subscriptions.services import seller_tokens
 from subscriptions.services.proxy import InvocationResult
 from tests.factories import (
     EndpointFactory,
@@ -699,6 +700,20 @@ def test_try_it_never_answers_500_on_an_unexpected_failure(proxy: ProxyWorld, mo
     assert response.status_code == 200
     assert response.context["try_error"].code == "internal_error"
     assert "a bug" not in page_text(response)
+
+
+def test_try_it_logs_neither_the_seller_token_nor_the_records(proxy: ProxyWorld, caplog) -> None:
+    caplog.set_level("DEBUG")  # as with LOG_LEVEL=DEBUG: the settings keep botocore quiet
+
+    answered = try_it(proxy, "analyst")
+    proxy.knobs(error_rate=1.0)
+    failed = try_it(proxy, "analyst")
+
+    assert answered.context["try_result"] and failed.context["try_error"].code == "model_error"
+    assert "subscription.invoked" in caplog.text  # the log was captured
+    token = seller_tokens._cached_token(proxy.subscription_a).token
+    for secret in (token, token.split(".")[2], "jane.doe", "bob@example.org", "010-0199"):
+        assert secret not in caplog.text
 
 
 def test_viewer_posting_try_gets_403_and_nothing_is_called(proxy: ProxyWorld) -> None:
