@@ -189,6 +189,7 @@ def process_tree(pid: int) -> list[int]:
 
 
 def rss_bytes(pid: int) -> int:
+    """The process's resident memory now (0 once it is gone)."""
     try:
         resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
@@ -363,6 +364,7 @@ def start_profilers(workers: dict[str, subprocess.Popen]) -> list[subprocess.Pop
 
 
 def stop_profilers(profilers: list[subprocess.Popen]) -> None:
+    """Stop the py-spy samplers and wait for them to write their files."""
     for profiler in profilers:
         profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
     for profiler in profilers:
@@ -459,6 +461,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    """Parse the options, build the world on a throwaway database, run, tear everything down."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--big",
@@ -522,6 +525,7 @@ def run_job(world: World, http, subscription_id: int, path: Path, *, show: bool)
 
 
 def run(world: World, database: ThrowawayDatabase, *, big: bool) -> int:
+    """Direct and job runs side by side (or one big job), then the figures; 1 if a job failed."""
     # With BENCH_MODEL_LATENCY_MS the job's own work must hide behind the model's time.
     analyst, subscription = world_ready(world, database)
     import requests

@@ -70,6 +70,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def timed(call: Callable[[], object], count: int) -> list[float]:
+    """Milliseconds of each of ``count`` calls, after ``WARM_UP`` calls that are not counted."""
     for _ in range(WARM_UP):
         call()
     samples = []
@@ -85,6 +86,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    """Build the world on a throwaway database, run, tear everything down."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
     database = ThrowawayDatabase(workdir, f"gatehouse_proxy_bench_{os.getpid()}")
@@ -101,6 +103,7 @@ def main() -> int:
 
 
 def run(world: World, database: ThrowawayDatabase) -> int:
+    """The direct, in-process and HTTP runs, then the figures; 1 if the portal refused a call."""
     analyst, subscription = world_ready(world, database)
     from django.db import connection
 

@@ -34,6 +34,8 @@ class IsoDateTimeField(_IsoDateTimeField):
 
 
 class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """django-filter's ISO 8601 filter, refusing times outside what the database can hold."""
+
     field_class = IsoDateTimeField
 
 
