@@ -27,6 +27,11 @@ from portal.keys import KEY_LIMIT
 REFUSALS = (ServiceError, ValidationError)
 
 
+# Longer than every column the admin searches (the longest, an audit event's request id or a
+# role ARN, stays far below this).
+ADMIN_SEARCH_MAX_CHARS = 1000
+
+
 class PlatformAdminAccess:
     """Platform admins (staff, from the Cognito admin group) may use the admin without needing
     per-model Django permissions; nobody else may. Superusers keep Django's usual rights."""
@@ -45,6 +50,23 @@ class PlatformAdminAccess:
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return self.has_module_permission(request)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Search as usual, but a term longer than any searched column matches nothing.
+
+        Each word becomes a LIKE pattern, and SQLite refuses one over 50,000 bytes: without the
+        cap a long enough search answered 500. No field searched here holds more than a few
+        hundred characters, so such a term could match nothing anyway.
+        """
+        if len(search_term) > ADMIN_SEARCH_MAX_CHARS:
+            messages.warning(
+                request,
+                f"The search is over {ADMIN_SEARCH_MAX_CHARS} characters; nothing matches it.",
+            )
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
 
 
 def https_by_default(field: models.Field, **kwargs: Any) -> forms.Field | None:
