@@ -11,6 +11,7 @@ and left out, from the page and from that link; the page still answers 200.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from urllib.parse import urlencode
@@ -112,6 +113,27 @@ def detail_summary(event: AuditEvent) -> str:
     return ", ".join(f"{key}={_short(value)}" for key, value in sorted(detail.items()))
 
 
+# Targets with a page of their own that the Activity page's readers (the LOB's admins, platform
+# admins) may open: (URL name, what the target id must look like to be one).
+_TARGET_PAGES = {
+    "subscription": ("subscription-detail", re.compile(r"\d{1,18}")),
+    "job": ("job-detail", re.compile(r"[0-9a-fA-F-]{32,36}")),
+    "lob": ("lob-detail", re.compile(r"[-a-zA-Z0-9_]{1,64}")),
+}
+
+
+def target_url(event: AuditEvent) -> str:
+    """The page of the event's target (a subscription, a job, the LOB), or "" when it has none.
+
+    Only ids of the right shape become links: a refusal records what the caller named, which may
+    be anything.
+    """
+    page = _TARGET_PAGES.get(event.target_type)
+    if page is None or not page[1].fullmatch(event.target_id or ""):
+        return ""
+    return reverse(page[0], args=[event.target_id])
+
+
 def _short(value: object) -> str:
     """One value of a summary: text as it is, anything else as compact JSON; cut at VALUE_LIMIT."""
     text = (
@@ -161,6 +183,7 @@ def lob_activity(request: HttpRequest, lob: Lob) -> HttpResponse:
     rows = list(page.object_list)
     for event in rows:
         event.summary = detail_summary(event)
+        event.target_url = target_url(event)
     present = list(
         visible.filter(lob_slug=lob.slug)
         .order_by("action")

@@ -452,3 +452,30 @@ def test_every_cell_of_the_activity_table_names_its_column_for_narrow_screens(
         "Detail",
     ]
     assert mislabelled_cells(table) == []
+
+
+def test_targets_with_a_page_link_to_it_and_odd_ids_do_not(world: World) -> None:
+    job_id = "5d3a9c1e-77aa-4f0e-9b1b-3c2d1e0f9a8b"
+    record(1, "subscription.invoked", outcome="success", target_type="subscription", target_id="41")
+    record(2, "job.submitted", outcome="success", target_type="job", target_id=job_id)
+    record(3, "lob.updated", outcome="success", target_type="lob", target_id="lob-a")
+    record(4, "membership.created", outcome="success", target_type="membership", target_id="7")
+    # A refusal records what the caller named, whatever it was.
+    record(
+        5, "subscription.invoked", outcome="refused", target_type="subscription", target_id="x/../1"
+    )
+
+    body = client_for(world, "lob_admin").get(URL).content.decode()
+
+    cells = re.findall(r'<td class="small" data-label="Target">(.*?)</td>', body)
+    links = {
+        text: unescape(href)
+        for cell in cells
+        for href, text in re.findall(r'<a class="mono" href="([^"]+)">([^<]+)</a>', cell)
+    }
+    assert len(cells) == 5
+    assert links == {
+        "41": "/subscriptions/41/",
+        job_id: f"/jobs/{job_id}/",
+        "lob-a": "/lobs/lob-a/",
+    }
