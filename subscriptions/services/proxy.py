@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -422,25 +423,10 @@ def _count_records(body: bytes, media_type: str) -> int:
     return 0
 
 
-def _record(
-    *,
-    call: _Call,
-    subscription: Subscription,
-    principal: User,
-    request: HttpRequest | None,
-    outcome: str,
-    status: int,
-) -> Invocation:
-    """Write the Invocation row and the audit event of a call, in one transaction."""
-    invocation, audit = _record_of(
-        call=call,
-        subscription=subscription,
-        principal=principal,
-        request=request,
-        outcome=outcome,
-        status=status,
-    )
-    return _record_save(invocation, audit)
+def _record(**call_and_outcome: Any) -> Invocation:
+    """Write the Invocation row and the audit event of a call now (:func:`_record_of`'s
+    arguments), in one transaction."""
+    return _record_save(*_record_of(**call_and_outcome))
 
 
 def _record_of(
