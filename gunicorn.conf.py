@@ -10,6 +10,12 @@ catches a worker that stops answering. Processes: ``WEB_CONCURRENCY`` (gunicorn'
 worker_class = "gthread"
 threads = 4
 timeout = 90
+# Seconds an idle keep-alive connection stays open. A load balancer reuses its connections to the
+# portal and must be the side that closes them: if the portal closed first (gunicorn's default is
+# 2 s; an ALB keeps idle connections 60 s), a request sent at that moment is reset and its caller
+# gets a 502. So: longer than the load balancer's idle timeout. gthread workers keep idle
+# connections in their poller, not in a thread. Behind a longer idle timeout: --keep-alive N.
+keepalive = 75
 # With --access-logfile: one line a request with its request id, and no query string (OIDC
 # callbacks carry the authorization code there).
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms %({x-request-id}o)s'
