@@ -34,6 +34,24 @@ TEST_SERVER_CALLBACK = "http://testserver/oidc/callback/"
 TEST_SERVER_SIGNED_OUT = "http://testserver/signed-out/"
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The SQLite test database is a file, as the embedded default is, not Django's in-memory one.
+
+    An in-memory database lives in one connection, which Django's live server (and the browser
+    tests' Celery worker) then share between threads: two threads using it at once corrupt its
+    transaction state, and every test after fails with "database table is locked". With a file
+    each thread has its own connection and SQLite's own locking (WAL, a busy timeout) serializes
+    writers, as in a real run.
+    """
+    database = django_settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        path = tmp_path_factory.mktemp("database") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Redis for the session: REDIS_URL when set, else a bundled redis-server of our own.

@@ -689,7 +689,7 @@ def _chunk_helper() -> ThreadPoolExecutor | _Inline:
     """The process's helper thread for chunk work, or inline steps inside a transaction.
 
     Inside a transaction (tests run each in one) another thread's database connection would not
-    see its rows, and an in-memory SQLite database (the test suite's) belongs to one connection:
+    see its rows, and an in-memory SQLite database belongs to one connection:
     there the steps run one after the other in this thread.
     """
     global _helper_executor

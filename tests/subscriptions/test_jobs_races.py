@@ -38,7 +38,7 @@ def world(proxy: ProxyWorld, settings) -> ProxyWorld:
 
 @pytest.mark.skipif(
     connection.vendor != "postgresql",
-    reason="two writers at once: the test's in-memory SQLite refuses the second (table locked)",
+    reason="two writers at once: SQLite takes its write lock at BEGIN, so the second waits there",
 )
 @pytest.mark.django_db(transaction=True)
 def test_two_submissions_with_one_idempotency_key_at_once_make_one_job(
