@@ -3,9 +3,8 @@ job run on its page and in /jobs/ without reloading, previews the results and do
 
 Jobs run as in production: the portal enqueues the start after commit into Redis (the session's),
 and a real Celery worker (``celery.contrib.testing``, solo pool, in a thread of this process)
-consumes the start, each chunk and the final step, through the stand-ins and moto. With the
-in-memory SQLite test database the worker thread is handed the live server's connection, as
-Django's live server hands it to its own request threads; with PostgreSQL it opens its own.
+consumes the start, each chunk and the final step, through the stand-ins and moto. The worker
+thread opens its own database connection (the SQLite test database is a file: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun
 from django.db import connections
 from playwright.sync_api import Page, expect
 
@@ -49,26 +48,12 @@ SHOTS = Path("/tmp/shots")  # noqa: S108 (where the screenshots are looked at)
 def job_worker(portal: str, proxy: ProxyWorld, settings) -> Iterator[None]:  # noqa: F811
     """A real Celery worker consuming the portal's queue for the duration of the test."""
     settings.JOBS_RECORDS_PER_CHUNK = PER_CHUNK
-    shared = {
-        conn.alias: conn
-        for conn in connections.all()
-        if conn.vendor == "sqlite" and conn.is_in_memory_db()
-    }
-
-    def share_connections(**_: object) -> None:
-        # An in-memory database exists only in its connection: the worker must use that one.
-        for alias, conn in shared.items():
-            connections[alias] = conn
 
     def close_own_connections(**_: object) -> None:
-        # With PostgreSQL the worker thread opens its own connection: closed after each task, so
-        # none is left open when the test database is dropped.
-        if not shared:
-            connections.close_all()
+        # The worker thread's own connection is closed after each task, so none is left open
+        # when the test database is dropped.
+        connections.close_all()
 
-    for conn in shared.values():
-        conn.inc_thread_sharing()
-    task_prerun.connect(share_connections, weak=False)
     task_postrun.connect(close_own_connections, weak=False)
     hijack = celery_app.conf.worker_hijack_root_logger
     celery_app.conf.worker_hijack_root_logger = False  # keep pytest's log capture
@@ -85,10 +70,7 @@ def job_worker(portal: str, proxy: ProxyWorld, settings) -> Iterator[None]:  # n
             yield
     finally:
         celery_app.conf.worker_hijack_root_logger = hijack
-        task_prerun.disconnect(share_connections)
         task_postrun.disconnect(close_own_connections)
-        for conn in shared.values():
-            conn.dec_thread_sharing()
 
 
 def input_csv(path: Path, rows: int) -> Path:
