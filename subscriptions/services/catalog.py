@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from accounts.models import Lob, User
 from portal.changes import audit_change, require_platform_admin, snapshot, validated_save
 from subscriptions.models import Endpoint, Listing, Subscription
+from subscriptions.services.endpoints import endpoint_sync_soon
 from subscriptions.services.seller_tokens import seller_token_forget
 
 LISTING_FIELDS = (
@@ -92,7 +93,11 @@ def listing_update(
 def _save_endpoint(
     subscription: Subscription, name: str | None, region: str | None
 ) -> Endpoint | None:
-    """Create or change the subscription's endpoint row; a new name forgets the synced state."""
+    """Create or change the subscription's endpoint row.
+
+    A new endpoint, or one given another name or region (another endpoint, as far as SageMaker
+    knows), forgets the synced state and is synced once the change commits.
+    """
     endpoint = getattr(subscription, "endpoint", None)
     if name is None and region is None:
         return endpoint
@@ -100,13 +105,18 @@ def _save_endpoint(
         if not name:
             return None
         endpoint = Endpoint(subscription=subscription, name=name)
-    if name is not None and name != endpoint.name:
+    was = None if endpoint.pk is None else (endpoint.name, endpoint.region)
+    if name is not None:
         endpoint.name = name
+    endpoint.region = region or endpoint.region or subscription.lob.aws_account.default_region
+    re_pointed = was != (endpoint.name, endpoint.region)
+    if re_pointed:
         endpoint.status = endpoint.instance_type = endpoint.sync_error = ""
         endpoint.synced_at = None
-    endpoint.region = region or endpoint.region or subscription.lob.aws_account.default_region
     validated_save(endpoint)
     subscription.endpoint = endpoint
+    if re_pointed:
+        endpoint_sync_soon(endpoint)
     return endpoint
 
 

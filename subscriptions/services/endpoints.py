@@ -88,6 +88,19 @@ def endpoint_sync(
     return endpoint
 
 
+def endpoint_sync_soon(endpoint: Endpoint) -> None:
+    """Have a worker sync a new or re-pointed endpoint once the current transaction commits.
+
+    Its health then shows within seconds of being added, not at the next periodic sync (five
+    minutes by default). Robust: a broker away at that moment is logged, not raised — the change
+    itself is committed by then, and the periodic sync catches up.
+    """
+    from subscriptions import tasks  # the tasks module imports this one
+
+    endpoint_id = endpoint.pk
+    transaction.on_commit(lambda: tasks.sync_endpoint.delay(endpoint_id), robust=True)
+
+
 def _instance_types(variants: list[dict]) -> str:
     """The variants' instance types (``ml.m5.large``; several joined), or ``serverless``."""
     types = sorted({v["InstanceType"] for v in variants if v.get("InstanceType")})

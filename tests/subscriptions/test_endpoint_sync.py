@@ -13,6 +13,7 @@ from accounts.services.aws_verification import account_access
 from portal import aws_gateway
 from subscriptions import tasks
 from subscriptions.models import Endpoint, Subscription
+from subscriptions.services import catalog
 from subscriptions.services.endpoints import endpoint_sync
 from tests.factories import EndpointFactory, ListingFactory, SubscriptionFactory
 from tests.subscriptions.conftest import ACCOUNT_A, CLOSED_PORT_URL
@@ -172,3 +173,91 @@ def test_beat_runs_the_sync_every_five_minutes() -> None:
 
     assert entry["task"] == tasks.sync_endpoints.name
     assert entry["schedule"] == 300.0
+
+
+# --- Synced as soon as it is added or re-pointed --------------------------------------------------
+
+
+def update_endpoint(world: World, endpoint: Endpoint, *, region: str) -> None:
+    """Save the endpoint's subscription through the service, the endpoint's name unchanged."""
+    catalog.subscription_update(
+        subscription=Subscription.objects.get(pk=endpoint.subscription_id),
+        acting_user=world.user("platform_admin"),
+        endpoint_name=endpoint.name,
+        endpoint_region=region,
+    )
+
+
+def test_an_endpoint_added_with_its_subscription_is_synced_once_committed(
+    world: World, aws: str, eager: None, django_capture_on_commit_callbacks
+) -> None:
+    name = sagemaker_endpoint(ACCOUNT_A, "ml.c5.xlarge")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        subscription = catalog.subscription_create(
+            acting_user=world.user("platform_admin"),
+            lob=world.lob_a,
+            listing=ListingFactory(),
+            endpoint_name=name,
+        )
+
+    assert len(callbacks) == 1
+    endpoint = Endpoint.objects.get(subscription=subscription)
+    assert (endpoint.status, endpoint.instance_type) == ("InService", "ml.c5.xlarge")
+    assert endpoint.synced_at is not None
+
+
+def test_an_endpoint_given_another_region_forgets_its_state_and_is_synced_again(
+    world: World, endpoint: Endpoint, eager: None, django_capture_on_commit_callbacks
+) -> None:
+    endpoint_sync(endpoint=endpoint)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        update_endpoint(world, endpoint, region="eu-west-1")
+
+    endpoint.refresh_from_db()
+    # Another region is another endpoint: none of the old one's state is kept for it.
+    assert (endpoint.region, endpoint.status, endpoint.instance_type, endpoint.synced_at) == (
+        "eu-west-1",
+        "",
+        "",
+        None,
+    )
+    assert len(callbacks) == 1
+    callbacks[0]()
+    endpoint.refresh_from_db()
+    # moto's eu-west-1 has no endpoint of that name.
+    assert endpoint.status == "NotFound"
+
+
+def test_an_endpoint_left_as_it_was_keeps_its_state_and_is_not_synced(
+    world: World, endpoint: Endpoint, django_capture_on_commit_callbacks
+) -> None:
+    endpoint_sync(endpoint=endpoint)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        update_endpoint(world, endpoint, region=endpoint.region)
+
+    endpoint.refresh_from_db()
+    assert (endpoint.status, endpoint.instance_type) == ("InService", "ml.m5.large")
+    assert callbacks == []
+
+
+def test_a_broker_away_when_an_endpoint_is_added_does_not_undo_the_change(
+    world: World, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    def broker_away(*args: object) -> None:
+        raise ConnectionError("Redis is restarting")
+
+    monkeypatch.setattr(tasks.sync_endpoint, "delay", broker_away)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        subscription = catalog.subscription_create(
+            acting_user=world.user("platform_admin"),
+            lob=world.lob_a,
+            listing=ListingFactory(),
+            endpoint_name="transcoder-added-while-redis-restarts",
+        )
+
+    endpoint = Endpoint.objects.get(subscription=subscription)
+    assert endpoint.synced_at is None  # the periodic sync will catch up

@@ -15,6 +15,7 @@ from accounts.services import tenancy
 from accounts.services.mapping_publication import mapping_outbox_drain
 from accounts.services.users import Identity, user_sync_from_identity
 from subscriptions.models import Endpoint, Listing, Subscription
+from subscriptions.services.endpoints import endpoint_sync_soon
 
 # (account id, account name, LOB slug, LOB name)
 DEMO_LOBS = (
@@ -122,10 +123,13 @@ class Command(BaseCommand):
                     "ends_on": ends_on,
                 },
             )
-            Endpoint.objects.get_or_create(
+            endpoint, _ = Endpoint.objects.get_or_create(
                 subscription=subscription,
                 defaults={"name": f"identity-transcoder-{slug}", "region": "us-east-1"},
             )
+            if endpoint.synced_at is None:
+                # The worker picks this up when it starts: health shows at once, not in 5 min.
+                endpoint_sync_soon(endpoint)
 
     def _studio(self, services: dict[str, str]) -> None:
         """Each demo account reaches SageMaker through the Studio stand-in, which mints Studio URLs
