@@ -171,6 +171,16 @@ class Invocation(models.Model):
         help_text="When the answer was in S3 at result_uri; empty while it is being written "
         "(INVOKE_RESULT_WRITE=after_answer) or if the process writing it stopped.",
     )
+    # The job whose chunk the call ran (its answer is in the job's part, not at result_uri).
+    # No index: the row is only ever read from the call's side, and every call would pay for one.
+    job = models.ForeignKey(
+        "Job",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        db_index=False,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-started_at"]

@@ -82,6 +82,7 @@ class _Call:
     bytes_out: int = 0
     result_uri: str = ""
     stored: bool = False
+    job_id: uuid.UUID | None = None
     timings: dict[str, float] = field(default_factory=dict)
     _mark: float = 0.0
 
@@ -108,6 +109,7 @@ def invocation_run(
     request: HttpRequest | None = None,
     store_result: bool = True,
     defer_record: bool = False,
+    job_id: uuid.UUID | str | None = None,
 ) -> InvocationResult:
     """Run one call through the authorized proxy path and store its answer.
 
@@ -127,6 +129,8 @@ def invocation_run(
     the caller: the result's ``record`` writes it and must be called once. A job runs it on its
     helper thread while its next call is made, so the model does not wait for the database.
     Refusals and failures are recorded before they are raised, as always.
+
+    ``job_id``: the job whose chunk this call runs, kept on its record (allowed or refused).
     """
     if defer_record and store_result:
         # The after-answer S3 writer updates the saved row; the two are not combined.
@@ -136,6 +140,7 @@ def invocation_run(
         started_at=timezone.now(),
         started=time.perf_counter(),
         bytes_in=len(body),
+        job_id=uuid.UUID(str(job_id)) if job_id is not None else None,
     )
     try:
         media_type = _authorize(
@@ -461,6 +466,7 @@ def _record_of(
         outcome=outcome,
         result_uri=call.result_uri,
         result_stored_at=timezone.now() if call.stored else None,
+        job_id=call.job_id,
     )
     audit = partial(
         audit_record,
@@ -479,6 +485,7 @@ def _record_of(
             "bytes_in": call.bytes_in,
             "bytes_out": call.bytes_out,
             "result_uri": call.result_uri,
+            **({"job_id": str(call.job_id)} if call.job_id else {}),
         },
     )
     if outcome != Invocation.OUTCOME_OK:

@@ -29,6 +29,7 @@ from subscriptions.services.proxy import InvocationResult
 from tests.factories import (
     EndpointFactory,
     InvocationFactory,
+    JobFactory,
     ListingFactory,
     LobFactory,
     SubscriptionFactory,
@@ -212,6 +213,21 @@ def test_subscription_page_shows_listing_status_endpoint_and_usage(catalog: Cata
     assert (usage.calls, usage.records, usage.errors) == (3, 15, 1)
     assert response.context["last_call_at"] == base + dt.timedelta(minutes=3)
     assert [i.outcome for i in response.context["invocations"]] == ["model_error", "ok", "ok"]
+
+
+def test_a_call_a_job_made_links_to_the_job_whose_output_holds_its_answer(
+    catalog: Catalog,
+) -> None:
+    job = JobFactory(subscription=catalog.own)
+    InvocationFactory(subscription=catalog.own, job=job)
+
+    response = catalog.client("viewer").get(f"/subscriptions/{catalog.own.pk}/")
+
+    content = response.content.decode()
+    table = content[content.index('data-testid="invocations"') :]
+    link = re.search(r'"Result location"><a class="keep" href="([^"]+)"[^>]*>([^<]+)</a>', table)
+    assert link is not None
+    assert link.groups() == (f"/jobs/{job.pk}/", f"job {str(job.pk)[:8]}")
 
 
 def test_every_cell_of_the_subscription_tables_names_its_column_for_narrow_screens(

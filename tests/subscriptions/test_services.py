@@ -24,6 +24,7 @@ from subscriptions.services.seller_tokens import (
     seller_token_verify,
     subscription_authorize,
 )
+from tests.factories import JobFactory
 from tests.subscriptions.conftest import ACCOUNT_A, PRODUCT, SELLER_ISSUER, ProxyWorld
 
 pytestmark = pytest.mark.django_db
@@ -313,6 +314,22 @@ def test_only_a_caller_keeping_the_answer_may_keep_the_record(proxy: ProxyWorld)
         run(proxy, "analyst", proxy.token(), defer_record=True)
 
     assert proxy.container_counter.calls["/invocations"] == 0
+
+
+def test_a_call_made_for_a_job_names_the_job_on_its_record_allowed_or_refused(
+    proxy: ProxyWorld,
+) -> None:
+    job = JobFactory(subscription=proxy.subscription_a, submitted_by=proxy.world.user("analyst"))
+
+    run(proxy, "analyst", proxy.token(), store_result=False, job_id=job.pk)
+    with pytest.raises(TokenRejected):
+        run(proxy, "analyst", "not-a-token", store_result=False, job_id=str(job.pk))
+    run(proxy, "analyst", proxy.token())  # an interactive call names no job
+
+    records = Invocation.objects.order_by("started_at").values_list("outcome", "job_id")
+    assert list(records) == [("ok", job.pk), ("token_invalid", job.pk), ("ok", None)]
+    events = AuditEvent.objects.filter(action="subscription.invoked")
+    assert sorted(e.detail.get("job_id", "") for e in events) == ["", str(job.pk), str(job.pk)]
 
 
 def test_reusing_a_cached_token_quietly_audits_only_new_tokens(proxy: ProxyWorld) -> None:
