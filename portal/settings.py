@@ -358,7 +358,7 @@ AWS_CREDENTIALS_REFRESH_MARGIN = env.int("AWS_CREDENTIALS_REFRESH_MARGIN", defau
 
 # --- DynamoDB mapping publication -----------------------------------------------------------------
 # The user→LOB and LOB→account tables that the reference Studio-access Lambda reads (seed 003),
-# kept in step by accounts/services/mapping_publication.py. Read at call time.
+# kept in step by accounts/services/mapping_publication/. Read at call time.
 DYNAMODB_PUBLICATION_ENABLED = env.bool("DYNAMODB_PUBLICATION_ENABLED", default=True)
 DYNAMODB_USERS_TABLE = env.str("DYNAMODB_USERS_TABLE", default="users-map-table")
 DYNAMODB_LOBS_TABLE = env.str("DYNAMODB_LOBS_TABLE", default="lobs-map-table")

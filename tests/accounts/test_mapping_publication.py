@@ -27,12 +27,14 @@ from accounts.services.mapping_publication import (
     DrainResult,
     desired_lob_item,
     desired_user_item,
+    drain,
     mapping_drift,
     mapping_import,
     mapping_outbox_drain,
     mapping_outbox_enqueue,
     mapping_outbox_purge,
     marshal_item,
+    repair,
     unmarshal_item,
 )
 from portal import aws_gateway
@@ -317,13 +319,13 @@ def test_rows_of_the_same_key_are_merged_into_one_write(tables: Tables, monkeypa
     for _ in range(3):
         mapping_outbox_enqueue(kind="user", key="alice")
     writes: list[tuple[str, dict | None]] = []
-    real_write = mapping_publication._write
+    real_write = drain._write
 
     def spy(dynamodb, *, table, key, item):
         writes.append((key, item))
         real_write(dynamodb, table=table, key=key, item=item)
 
-    monkeypatch.setattr(mapping_publication, "_write", spy)
+    monkeypatch.setattr(drain, "_write", spy)
 
     result = mapping_outbox_drain()
 
@@ -408,13 +410,13 @@ def test_unreachable_table_defers_the_whole_batch_after_one_call(
         mapping_outbox_enqueue(kind="lob", key=slug)
     settings.DYNAMODB_ENDPOINT_URL = CLOSED_PORT_URL
     calls: list[str] = []
-    real_write = mapping_publication._write
+    real_write = drain._write
 
     def spy(dynamodb, *, table, key, item):
         calls.append(key)
         real_write(dynamodb, table=table, key=key, item=item)
 
-    monkeypatch.setattr(mapping_publication, "_write", spy)
+    monkeypatch.setattr(drain, "_write", spy)
 
     result = mapping_outbox_drain()
 
@@ -438,7 +440,7 @@ def test_missing_table_is_recorded_on_the_row(tables: Tables, settings) -> None:
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    delays = [mapping_publication._backoff(attempts).total_seconds() for attempts in (1, 2, 3, 20)]
+    delays = [drain._backoff(attempts).total_seconds() for attempts in (1, 2, 3, 20)]
 
     assert 2.5 <= delays[0] <= 5
     assert 5 <= delays[1] <= 10
@@ -840,7 +842,7 @@ def test_a_repair_racing_a_change_and_its_drain_leaves_no_stale_item(
     admin = user("root", is_staff=True)
     drift = mapping_drift()
     assert [entry.key for entry in drift.users.missing] == ["alice"]
-    real_write = mapping_publication._write
+    real_write = repair._write
     repair_thread = threading.get_ident()
     raced: list[DrainResult] = []
 
@@ -858,7 +860,7 @@ def test_a_repair_racing_a_change_and_its_drain_leaves_no_stale_item(
             other.join(10)
         real_write(dynamodb, table=table, key=key, item=item)
 
-    monkeypatch.setattr(mapping_publication, "_write", write)
+    monkeypatch.setattr(repair, "_write", write)
 
     mapping_publication.mapping_repair(drift=drift)
     assert raced
