@@ -416,7 +416,7 @@ STUDIO_SESSION_SECONDS = env.int("STUDIO_SESSION_SECONDS", default=43200)
 STUDIO_ALLOW_VIEWERS = env.bool("STUDIO_ALLOW_VIEWERS", default=False)
 
 # --- Jobs ---------------------------------------------------------------------------------------
-# Whole files run by Celery workers through the proxy path (subscriptions/services/jobs.py). Read
+# Whole files run by Celery workers through the proxy path (subscriptions/services/jobs/). Read
 # at call time.
 # Records a model call gets. Each call costs the job a fixed share of work (S3, database, audit),
 # so few large calls are faster than many small ones; 2,000 records stay well within SageMaker's

@@ -11,6 +11,7 @@ from celery.signals import worker_process_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from portal import aws_gateway
 from subscriptions.models import Endpoint, Subscription
 from subscriptions.services import jobs
 from subscriptions.services.endpoints import endpoint_sync
@@ -172,9 +173,9 @@ def _chunk_helper_stop(**_: object) -> None:
     soft_time_limit=1700,
     ignore_result=True,
     autoretry_for=(
-        jobs.aws_gateway.Throttled,
-        jobs.aws_gateway.Unreachable,
-        jobs.aws_gateway.UpstreamError,
+        aws_gateway.Throttled,
+        aws_gateway.Unreachable,
+        aws_gateway.UpstreamError,
     ),
     retry_backoff=True,
     retry_jitter=True,

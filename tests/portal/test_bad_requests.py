@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from accounts import tokens
 from accounts.models import AuditEvent, Lob
+from portal import aws_gateway
 from subscriptions.models import Job
 from subscriptions.services import jobs, proxy
 from tests.factories import SubscriptionFactory
@@ -324,7 +325,7 @@ def test_an_aws_failure_reading_a_jobs_results_is_a_502(world: World, monkeypatc
     job = _job(SubscriptionFactory(lob=world.lob_a), world.user("analyst"))
 
     def fail(**_: object) -> None:
-        raise jobs.aws_gateway.NotFound("NoSuchKey", aws_code="NoSuchKey", operation="GetObject")
+        raise aws_gateway.NotFound("NoSuchKey", aws_code="NoSuchKey", operation="GetObject")
 
     monkeypatch.setattr(jobs, "job_results", fail)
     response = api_as(world, "analyst").get(f"/api/v1/jobs/{job.pk}/results/")

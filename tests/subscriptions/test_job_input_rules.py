@@ -280,7 +280,7 @@ def test_a_record_the_model_answers_nothing_for_fails_alone_not_its_chunk(
     # A seller's parser that skips one record (it answers one result short for any group that
     # holds it): the chunk's records are sent again in halves until that record is alone.
     settings.JOBS_RECORDS_PER_CHUNK = records_per_chunk
-    real = jobs.invocation_run
+    real = jobs.chunks.invocation_run
     bodies: list[bytes] = []
 
     def skipping(**kwargs):
@@ -291,7 +291,7 @@ def test_a_record_the_model_answers_nothing_for_fails_alone_not_its_chunk(
         short = b"".join(result.body.splitlines(keepends=True)[:-1])
         return dataclasses.replace(result, body=short)
 
-    monkeypatch.setattr(jobs, "invocation_run", skipping)
+    monkeypatch.setattr(jobs.chunks, "invocation_run", skipping)
     rows = [f"p{n}@example.com" for n in range(7)]
     rows.insert(4, "skip@example.com")
     data = ("email\n" + "\n".join(rows) + "\n").encode()
@@ -314,7 +314,7 @@ def test_records_sent_again_in_halves_keep_the_csv_header_and_quoted_rows(
     world: ProxyWorld, django_capture_on_commit_callbacks, settings, monkeypatch
 ) -> None:
     settings.JOBS_RECORDS_PER_CHUNK = 1000
-    real = jobs.invocation_run
+    real = jobs.chunks.invocation_run
     bodies: list[bytes] = []
 
     def skipping(**kwargs):
@@ -324,7 +324,7 @@ def test_records_sent_again_in_halves_keep_the_csv_header_and_quoted_rows(
             return result
         return dataclasses.replace(result, body=result.body.split(b"\n", 1)[1])
 
-    monkeypatch.setattr(jobs, "invocation_run", skipping)
+    monkeypatch.setattr(jobs.chunks, "invocation_run", skipping)
     data = b'email,note\na@example.com,"two\nlines"\nskip@example.com,x\nb@example.com,"q ""x"""\n'
 
     job = _job(world, django_capture_on_commit_callbacks, data)

@@ -299,7 +299,7 @@ def test_the_seller_token_is_renewed_between_chunks_once_most_of_its_life_is_spe
 def test_a_chunk_whose_seller_token_expired_gets_a_new_one_and_runs_again(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
-    authorize = jobs.subscription_authorize
+    authorize = jobs.chunks.subscription_authorize
     handed_out: list[str] = []
 
     def expired_first(**kwargs: Any):
@@ -310,7 +310,7 @@ def test_a_chunk_whose_seller_token_expired_gets_a_new_one_and_runs_again(
         handed_out.append(seller_token.token)
         return seller_token
 
-    monkeypatch.setattr(jobs, "subscription_authorize", expired_first)
+    monkeypatch.setattr(jobs.chunks, "subscription_authorize", expired_first)
     response = submit(world, csv_file(good_rows(7)), capture=django_capture_on_commit_callbacks)
 
     job = Job.objects.get(pk=response.json()["id"])
@@ -326,7 +326,7 @@ def test_a_database_error_in_a_chunk_is_retried_and_every_record_gets_its_output
 ) -> None:
     # The database goes away once for chunk 1 ("database is locked", a failover): that chunk runs
     # again on its own, the others are not run twice.
-    step = getattr(jobs, fails)
+    step = getattr(jobs.chunks, fails)
     failed: list[int] = []
 
     def once_locked(*args: Any, **kwargs: Any):
@@ -335,7 +335,7 @@ def test_a_database_error_in_a_chunk_is_retried_and_every_record_gets_its_output
             raise OperationalError("database is locked")
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, fails, once_locked)
+    monkeypatch.setattr(jobs.chunks, fails, once_locked)
     response = submit(world, csv_file(good_rows(9)), capture=django_capture_on_commit_callbacks)
 
     job = Job.objects.get(pk=response.json()["id"])
@@ -351,14 +351,14 @@ def test_a_chunks_model_call_is_recorded_even_when_its_part_cannot_be_written(
 ) -> None:
     # The record of a chunk's call is written after the call (by the helper thread, in a
     # worker): a chunk failing after its call must not lose it.
-    put_part = jobs._put_part
+    put_part = jobs.chunks.put_part
 
     def refused_for_part_1(job: Job, key: str, *args: Any) -> None:
         if key.endswith("part-00001.jsonl"):
             raise aws_gateway.NotAuthorized("AccessDenied", aws_code="AccessDenied")
         put_part(job, key, *args)
 
-    monkeypatch.setattr(jobs, "_put_part", refused_for_part_1)
+    monkeypatch.setattr(jobs.chunks, "put_part", refused_for_part_1)
     response = submit(world, csv_file(good_rows(9)), capture=django_capture_on_commit_callbacks)
 
     job = Job.objects.get(pk=response.json()["id"])
@@ -399,7 +399,7 @@ def test_a_manifest_s3_refuses_for_good_fails_the_job_instead_of_merging_for_eve
     with django_capture_on_commit_callbacks(execute=False):
         for index in range(3):
             tasks.job_chunk_run.apply(args=(job_id, index))
-    make_client = jobs._s3
+    make_client = jobs.merge.s3_client
 
     def refusing_manifests(*args: Any, **kwargs: Any) -> Any:
         # A bucket policy denying the key (moto does not enforce policies): S3's own answer.
@@ -416,7 +416,7 @@ def test_a_manifest_s3_refuses_for_good_fails_the_job_instead_of_merging_for_eve
         client.put_object = put_object
         return client
 
-    monkeypatch.setattr(jobs, "_s3", refusing_manifests)
+    monkeypatch.setattr(jobs.merge, "s3_client", refusing_manifests)
     tasks.job_finalize.apply(args=(job_id,))
 
     job = Job.objects.get(pk=job_id)
@@ -728,14 +728,14 @@ def test_a_chunk_running_when_its_job_is_cancelled_keeps_its_part_and_is_counted
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
     job_id = running_job(world, django_capture_on_commit_callbacks)
-    call_the_model = jobs.invocation_run
+    call_the_model = jobs.chunks.invocation_run
 
     def cancelled_while_the_model_answers(**kwargs: Any):
         result = call_the_model(**kwargs)
         jobs.job_cancel(job=Job.objects.get(pk=job_id), acting_user=world.world.user("lob_admin"))
         return result
 
-    monkeypatch.setattr(jobs, "invocation_run", cancelled_while_the_model_answers)
+    monkeypatch.setattr(jobs.chunks, "invocation_run", cancelled_while_the_model_answers)
     with django_capture_on_commit_callbacks(execute=False):
         tasks.job_chunk_run.apply(args=(job_id, 0))
 
@@ -753,7 +753,7 @@ def _run_three_chunks_cancelled_after_the_first_is_prepared(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> Job:
     job_id = running_job(world, django_capture_on_commit_callbacks)
-    prepare = jobs._chunk_prepare
+    prepare = jobs.chunks._chunk_prepare
 
     def prepared_then_cancelled(job_id: str, index: int):
         run = prepare(job_id, index)
@@ -761,7 +761,7 @@ def _run_three_chunks_cancelled_after_the_first_is_prepared(
             jobs.job_cancel(job=Job.objects.get(pk=job_id), acting_user=world.world.user("analyst"))
         return run
 
-    monkeypatch.setattr(jobs, "_chunk_prepare", prepared_then_cancelled)
+    monkeypatch.setattr(jobs.chunks, "_chunk_prepare", prepared_then_cancelled)
     with django_capture_on_commit_callbacks(execute=False):
         tasks.job_chunks_run.apply(args=(job_id, [0, 1, 2]))
     return Job.objects.get(pk=job_id)
@@ -771,7 +771,7 @@ def test_a_chunk_prepared_a_while_before_its_job_was_cancelled_makes_no_model_ca
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
     # As if the chunk had waited longer than the recheck interval (a slow model's call before it).
-    monkeypatch.setattr(jobs, "_RECHECK_AFTER_SECONDS", -1.0)
+    monkeypatch.setattr(jobs.chunks, "_RECHECK_AFTER_SECONDS", -1.0)
     job = _run_three_chunks_cancelled_after_the_first_is_prepared(
         world, django_capture_on_commit_callbacks, monkeypatch
     )
@@ -1018,7 +1018,7 @@ def test_a_stream_past_the_part_size_is_uploaded_in_parts_whole(world: ProxyWorl
     stream = _Stream(2 * aws_gateway.STREAM_PART_BYTES + 12345)
     s3, key = world.s3(), f"{JOBS_PREFIX_A}stream/output.jsonl"
 
-    jobs._upload(s3, BUCKET_A, key, stream, "application/jsonlines")
+    jobs.common.upload(s3, BUCKET_A, key, stream, "application/jsonlines")
 
     stored = s3.get_object(Bucket=BUCKET_A, Key=key)
     body = stored["Body"].read()
@@ -1101,7 +1101,7 @@ def test_each_part_line_is_the_models_result_with_the_records_number_and_line(li
     records = job_input.ChunkRecords(payload=b"", lines=[57])
     result = json.loads(line)
 
-    output = jobs._chunk_output(chunk, records, line.encode() + b"\n")
+    output = jobs.parts.chunk_output(chunk, records, line.encode() + b"\n")
 
     expected = {"record": 40, "line": 57}
     expected.update((k, v) for k, v in result.items() if k not in ("record", "line"))
@@ -1128,7 +1128,7 @@ def test_an_answer_without_one_result_per_record_fails_the_chunk_as_a_mismatch(
     records = job_input.ChunkRecords(payload=b"", lines=[2, 3])
 
     with pytest.raises(ModelFailed) as refused:
-        jobs._chunk_output(chunk, records, answer)
+        jobs.parts.chunk_output(chunk, records, answer)
 
     assert refused.value.code == "output_mismatch"
 

@@ -44,15 +44,17 @@ def world(proxy: ProxyWorld, settings) -> ProxyWorld:
 def test_two_submissions_with_one_idempotency_key_at_once_make_one_job(
     world: ProxyWorld, monkeypatch
 ) -> None:
-    monkeypatch.setattr(jobs, "_enqueue", lambda *args: None)
+    monkeypatch.setattr(jobs.submit, "enqueue", lambda *args: None)
     both_checked = threading.Barrier(2, timeout=30)
-    rows = jobs._job_rows
+    rows = jobs.submit._job_rows
+    looked: list[bool] = []
 
     def rows_after_both_looked(**kwargs: Any) -> Job:
+        looked.append(True)
         both_checked.wait()  # each found no job under the key; both now create one
         return rows(**kwargs)
 
-    monkeypatch.setattr(jobs, "_job_rows", rows_after_both_looked)
+    monkeypatch.setattr(jobs.submit, "_job_rows", rows_after_both_looked)
     analyst = world.world.user("analyst")
     outcomes: list[Any] = []
 
@@ -79,6 +81,7 @@ def test_two_submissions_with_one_idempotency_key_at_once_make_one_job(
         thread.join(60)
 
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert looked == [True, True]  # both got past the key check: the race was run
     assert sorted(created for _, created in outcomes) == [False, True]
     assert len({job.pk for job, _ in outcomes}) == 1
     assert Job.objects.count() == 1
@@ -99,13 +102,13 @@ def test_a_cancel_during_the_merge_leaves_no_manifest_or_output_saying_otherwise
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
     job_id = _chunks_done(world, django_capture_on_commit_callbacks)
-    upload = jobs._upload
+    upload = jobs.merge.upload
 
     def merged_then_cancelled(*args: Any, **kwargs: Any) -> None:
         upload(*args, **kwargs)
         jobs.job_cancel(job=Job.objects.get(pk=job_id), acting_user=world.world.user("analyst"))
 
-    monkeypatch.setattr(jobs, "_upload", merged_then_cancelled)
+    monkeypatch.setattr(jobs.merge, "upload", merged_then_cancelled)
     jobs.job_finalize(job_id=job_id)
 
     job = Job.objects.get(pk=job_id)
@@ -121,7 +124,7 @@ def test_a_finalize_ending_after_another_one_keeps_the_merged_output(
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
     job_id = _chunks_done(world, django_capture_on_commit_callbacks)
-    upload = jobs._upload
+    upload = jobs.merge.upload
     nested = []
 
     def merged_while_another_finalize_ends(*args: Any, **kwargs: Any) -> None:
@@ -130,9 +133,10 @@ def test_a_finalize_ending_after_another_one_keeps_the_merged_output(
             nested.append(True)
             jobs.job_finalize(job_id=job_id)
 
-    monkeypatch.setattr(jobs, "_upload", merged_while_another_finalize_ends)
+    monkeypatch.setattr(jobs.merge, "upload", merged_while_another_finalize_ends)
     jobs.job_finalize(job_id=job_id)
 
+    assert nested == [True]  # the other finalize ran, during this one's upload
     job = Job.objects.get(pk=job_id)
     assert job.status == Job.Status.SUCCEEDED
     prefix = f"{JOBS_PREFIX_A}{job_id}/"
@@ -142,7 +146,7 @@ def test_a_finalize_ending_after_another_one_keeps_the_merged_output(
 
 
 class _BeforeEachLock:
-    """``transaction`` for the jobs module, running ``hook`` once before the first atomic block."""
+    """``transaction`` for jobs.lifecycle, running ``hook`` once before the first atomic block."""
 
     def __init__(self, hook: Any) -> None:
         self._hook = hook
@@ -173,19 +177,22 @@ def test_a_job_that_moved_after_the_reconciler_listed_it_is_not_enqueued_again(
     settings.JOBS_STALL_SECONDS = 600
     job_id = _stalled_job(world, django_capture_on_commit_callbacks)
     enqueued: list[tuple] = []
-    monkeypatch.setattr(jobs, "_enqueue", lambda name, *args: enqueued.append((name, *args)))
+    for module in (jobs.lifecycle, jobs.chunks):  # the reconciler, a chunk closing
+        monkeypatch.setattr(module, "enqueue", lambda name, *args: enqueued.append((name, *args)))
 
     def between_the_listing_and_the_lock() -> None:
         if meanwhile == "another_reconcile":  # a second beat run (or a redelivered one)
             assert jobs.jobs_reconcile() == 1
         else:  # a live worker: the job is not stalled after all
-            jobs._chunk_close(
+            jobs.chunks._chunk_close(
                 job_id=job_id, index=0, record_count=3, status=JobChunk.Status.SUCCEEDED
             )
         enqueued_before.extend(enqueued)
 
     enqueued_before: list[tuple] = []
-    monkeypatch.setattr(jobs, "transaction", _BeforeEachLock(between_the_listing_and_the_lock))
+    monkeypatch.setattr(
+        jobs.lifecycle, "transaction", _BeforeEachLock(between_the_listing_and_the_lock)
+    )
     count = jobs.jobs_reconcile()
 
     assert count == 0
@@ -198,7 +205,7 @@ def test_a_run_giving_up_on_a_chunk_another_run_just_finished_leaves_its_part_al
     # One run of chunk 0 gives up (its retries spent) while another (redelivered, or enqueued
     # again by the reconciler) writes the chunk's part and counts it.
     job_id = running_job(world, django_capture_on_commit_callbacks)
-    read_input = jobs._chunk_input
+    read_input = jobs.chunks.chunk_input
     other_run: list[bool] = []
 
     def the_other_run_finishes_meanwhile(*args: Any) -> Any:
@@ -208,7 +215,7 @@ def test_a_run_giving_up_on_a_chunk_another_run_just_finished_leaves_its_part_al
                 jobs.job_chunk_run(job_id=job_id, index=0)
         return read_input(*args)
 
-    monkeypatch.setattr(jobs, "_chunk_input", the_other_run_finishes_meanwhile)
+    monkeypatch.setattr(jobs.chunks, "chunk_input", the_other_run_finishes_meanwhile)
     with django_capture_on_commit_callbacks(execute=False):
         jobs.job_chunk_fail(job_id=job_id, index=0, code="model_error", message="gave up")
 
@@ -229,14 +236,14 @@ def test_a_run_finishing_a_chunk_another_run_gave_up_on_leaves_its_error_entries
     world: ProxyWorld, django_capture_on_commit_callbacks, monkeypatch
 ) -> None:
     job_id = running_job(world, django_capture_on_commit_callbacks)
-    call_the_model = jobs.invocation_run
+    call_the_model = jobs.chunks.invocation_run
 
     def the_other_run_gives_up_meanwhile(**kwargs: Any) -> Any:
         result = call_the_model(**kwargs)
         jobs.job_chunk_fail(job_id=job_id, index=0, code="model_error", message="gave up")
         return result
 
-    monkeypatch.setattr(jobs, "invocation_run", the_other_run_gives_up_meanwhile)
+    monkeypatch.setattr(jobs.chunks, "invocation_run", the_other_run_gives_up_meanwhile)
     with django_capture_on_commit_callbacks(execute=False):
         jobs.job_chunk_run(job_id=job_id, index=0)
 
@@ -272,6 +279,8 @@ def test_a_job_created_while_redis_is_away_keeps_its_input_and_starts_later(
     monkeypatch.undo()
     settings.JOBS_STALL_SECONDS = 0
     started: list[tuple] = []
-    monkeypatch.setattr(jobs, "_enqueue", lambda name, *args: started.append((name, *args)))
+    monkeypatch.setattr(
+        jobs.lifecycle, "enqueue", lambda name, *args: started.append((name, *args))
+    )
     assert jobs.jobs_reconcile() == 1
     assert started == [("job_start", str(job.pk))]
