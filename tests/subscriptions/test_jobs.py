@@ -151,11 +151,15 @@ def test_a_chunk_writes_only_its_part_and_audits_its_call_but_not_each_token_reu
     assert s3_keys(world, invocations_prefix) == before
     calls = job.subscription.invocations.filter(outcome="ok")
     assert [call.result_uri for call in calls] == ["", "", ""]
+    # Each call's record names the job instead, for the subscription page to link to.
+    assert [call.job_id for call in calls] == [job.pk] * 3
     # One subscription.invoked per chunk call; subscription.authorized only for the token the
     # seller issued, not for its reuse by the next chunks.
     invoked = AuditEvent.objects.filter(action="subscription.invoked")
     assert invoked.count() == 3
-    assert {event.outcome for event in invoked} == {AuditEvent.Outcome.SUCCESS}
+    assert {(event.outcome, event.detail["job_id"]) for event in invoked} == {
+        (AuditEvent.Outcome.SUCCESS, str(job.pk))
+    }
     authorized = AuditEvent.objects.filter(action="subscription.authorized")
     assert [(event.outcome, event.detail["cached"]) for event in authorized] == [
         (AuditEvent.Outcome.SUCCESS, False)

@@ -370,9 +370,11 @@ def _model_answer(run: _ChunkRun, body: bytes, *, keep_record: bool = False) -> 
         body=body,
         content_type=run.job.content_type,
         accept=JSONLINES,
-        # The chunk's part is its result: no second copy under {lob}/invocations/.
+        # The chunk's part is its result: no second copy under {lob}/invocations/; the call's
+        # record names the job instead.
         store_result=False,
         defer_record=keep_record,
+        job_id=run.job.pk,
     )
     if keep_record:
         run.record = result.record
