@@ -80,17 +80,24 @@ def _job_or_404(request: HttpRequest, job_id: str) -> tuple[Job | None, HttpResp
     try:
         return jobs.job_for_member(request.user, job_id), None
     except NotFoundError:
-        return None, _unavailable(
-            request,
-            status=404,
-            message="There is no such job among your lines of business' jobs.",
-        )
+        return None, _no_such_job(request)
+
+
+def _no_such_job(request: HttpRequest) -> HttpResponse:
+    return _unavailable(
+        request, status=404, message="There is no such job among your lines of business' jobs."
+    )
 
 
 def may_cancel(user: User, job: Job) -> bool:
     """Whether the page offers Cancel: the rule of ``job_cancel``, for an unfinished job."""
     lob = job.subscription.lob
     return not job.is_finished and user.is_active and (user.is_staff or may_invoke(user, lob))
+
+
+def may_run_again(user: User, job: Job) -> bool:
+    """Whether the page offers Run again: a finished job, to those who may submit its LOB's jobs."""
+    return job.is_finished and user.is_active and may_invoke(user, job.subscription.lob)
 
 
 @dataclass(frozen=True)
@@ -337,6 +344,9 @@ def _job_context(request: HttpRequest, job: Job, **extra: Any) -> dict[str, Any]
         "more_record_errors": max(job.records_failed - len(errors), 0),
         "preview": job_preview(job, user),
         "may_cancel": may_cancel(user, job),
+        "may_run_again": may_run_again(user, job),
+        # One key per rendering of the button: a double click starts one job, not two.
+        "run_again_key": new_idempotency_key(),
         **extra,
     }
 
@@ -472,6 +482,50 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
         "cancelled job writes no merged file).",
     )
     return redirect("job-detail", job.pk)
+
+
+@form_action
+@login_required
+def job_run_again(request: HttpRequest, job_id: str) -> HttpResponse:
+    """``POST /jobs/<id>/run-again/``: a new job over the same input (its LOB's analysts, admins).
+
+    Nothing is uploaded again: the input is read back from the job's own copy in the LOB's results
+    location, checked again as any input is, and copied to the new job's. The finished job stays
+    as it is. A failure (subscription inactive, input gone) is shown on the finished job's page.
+    """
+    job, refusal = _job_or_404(request, job_id)
+    if refusal is not None:
+        return refusal
+    try:
+        subscription = selectors.subscription_for_member(request.user, job.subscription_id)
+        again, created = jobs.job_submit(
+            subscription=subscription,
+            principal=request.user,
+            content_type=job.content_type,
+            input_uri=job.input_uri,
+            idempotency_key=request.POST.get("idempotency_key", ""),
+            request=request,
+        )
+    except NotPermitted as exc:
+        if exc.code in ("not_a_member", "may_not_invoke"):
+            return _unavailable(request, status=403, message=str(exc))
+        return _render_job(request, job, status=page_status_for(exc), action_error=exc)
+    except NotFoundError:  # the person left the LOB since the page was shown
+        return _no_such_job(request)
+    except ServiceError as exc:
+        return _render_job(request, job, status=page_status_for(exc), action_error=exc)
+    except aws_gateway.AwsError:
+        logger.warning("job %s run again: AWS error", job.pk)
+        failure = UpstreamFailure("The input could not be read right now; try again in a moment.")
+        return _render_job(request, job, status=page_status_for(failure), action_error=failure)
+    if created:
+        messages.success(
+            request,
+            f"Running again as a new job, over the same input as job {str(job.pk)[:8]}.",
+        )
+    else:
+        messages.info(request, "This form was already submitted: here is the job it started.")
+    return HttpResponseRedirect(reverse("job-detail", args=[again.pk]) + "#progress")
 
 
 # --- Submitting from the subscription page --------------------------------------------------------

@@ -33,4 +33,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/live/", job_pages.job_live, name="job-live"),
     path("jobs/<str:job_id>/download/", job_pages.job_download, name="job-download"),
     path("jobs/<str:job_id>/cancel/", job_pages.job_cancel, name="job-cancel"),
+    path("jobs/<str:job_id>/run-again/", job_pages.job_run_again, name="job-run-again"),
 ]

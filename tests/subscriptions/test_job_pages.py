@@ -979,10 +979,11 @@ def test_cancelling_a_finished_job_is_a_409_on_the_page(
     assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCEEDED
 
 
-@pytest.mark.parametrize(
-    ("principal", "status"),
-    [("viewer", 403), ("other_lob_member", 404), ("non_member", 404), ("anonymous", 302)],
-)
+# Who may not act on lob-a's job, and what they get: viewers are told why, others see no such job.
+REFUSED = [("viewer", 403), ("other_lob_member", 404), ("non_member", 404), ("anonymous", 302)]
+
+
+@pytest.mark.parametrize(("principal", "status"), REFUSED)
 def test_cancel_is_refused_to_those_who_may_not(
     world: ProxyWorld, django_capture_on_commit_callbacks, principal: str, status: int
 ) -> None:
@@ -997,16 +998,19 @@ def test_cancel_is_refused_to_those_who_may_not(
         assert "Only analysts and admins of lob-a may cancel" in text_of(response)
 
 
-def test_cancel_is_csrf_protected_and_post_only(
-    world: ProxyWorld, django_capture_on_commit_callbacks
+@pytest.mark.parametrize("action", ["cancel", "run-again"])
+def test_job_actions_are_csrf_protected_and_post_only(
+    world: ProxyWorld, django_capture_on_commit_callbacks, action: str
 ) -> None:
-    job = queued_job(world, django_capture_on_commit_callbacks)
+    capture = django_capture_on_commit_callbacks
+    job = queued_job(world, capture) if action == "cancel" else finished_job(world, capture)
     strict = client_for(world.world, "analyst", enforce_csrf_checks=True)
 
-    assert strict.post(f"/jobs/{job.pk}/cancel/").status_code == 403
-    opened = client_for(world.world, "analyst").get(f"/jobs/{job.pk}/cancel/")
+    assert strict.post(f"/jobs/{job.pk}/{action}/").status_code == 403
+    opened = client_for(world.world, "analyst").get(f"/jobs/{job.pk}/{action}/")
     assert (opened.status_code, opened["Location"]) == (302, f"/jobs/{job.pk}/")
-    assert Job.objects.get(pk=job.pk).status == Job.Status.QUEUED
+    assert Job.objects.get(pk=job.pk).status == job.status
+    assert Job.objects.count() == 1
 
 
 def test_a_cancelled_job_shows_the_results_of_its_finished_chunks(
@@ -1042,3 +1046,122 @@ def test_a_job_cancelled_moments_ago_is_followed_a_while_longer(
 
     assert settle and 25_000 < int(settle.group(1)) <= 30_000
     assert "data-job-settling-ms" not in text_of(later)
+
+
+# --- Running a finished job again -----------------------------------------------------------------
+
+
+def finished_job(world: ProxyWorld, capture: Any, rows: int = 7) -> Job:
+    """A job submitted through the page and run to its end."""
+    job = submitted_job(upload(world, csv_file(good_rows(rows)), capture=capture))
+    assert job.is_finished
+    return job
+
+
+def run_again(
+    world: ProxyWorld,
+    job: Job,
+    capture: Any,
+    *,
+    principal: str = "analyst",
+    key: str = "",
+    client: Client | None = None,
+):
+    """POST the finished job page's Run again button."""
+    client = client or client_for(world.world, principal)
+    with capture(execute=True):
+        return client.post(
+            f"/jobs/{job.pk}/run-again/", {"idempotency_key": key or f"form-{uuid.uuid4()}"}
+        )
+
+
+@pytest.mark.parametrize("principal", ["analyst", "lob_admin"])
+def test_a_finished_job_runs_again_over_its_own_copy_of_the_input(
+    world: ProxyWorld, django_capture_on_commit_callbacks, principal: str
+) -> None:
+    job = finished_job(world, django_capture_on_commit_callbacks)
+    first_objects = s3_keys(world, f"gatehouse/lob-a/jobs/{job.pk}/")
+    client = client_for(world.world, principal)
+
+    response = run_again(world, job, django_capture_on_commit_callbacks, client=client)
+
+    again = submitted_job(response)
+    assert again.pk != job.pk and again.status == Job.Status.SUCCEEDED
+    assert (again.records_total, again.records_done, again.content_type) == (7, 7, "text/csv")
+    assert again.submitted_by == world.world.user(principal)
+    # Its own input, copied from the first job's: that job and its objects stay as they were.
+    assert again.input_uri.endswith(f"/jobs/{again.pk}/input") and again.input_uri != job.input_uri
+    assert Job.objects.get(pk=job.pk).output_uri == job.output_uri
+    assert s3_keys(world, f"gatehouse/lob-a/jobs/{job.pk}/") == first_objects
+    assert AuditEvent.objects.filter(action="job.submitted", target_id=str(again.pk)).exists()
+    page = client.get(response["Location"])
+    assert any(f"same input as job {str(job.pk)[:8]}" in m for m in messages_of(page))
+
+
+def test_run_again_is_offered_on_finished_jobs_to_those_who_may_submit(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    finished = finished_job(world, django_capture_on_commit_callbacks)
+    queued = queued_job(world, django_capture_on_commit_callbacks)
+
+    def offered(job: Job, principal: str) -> bool:
+        page = client_for(world.world, principal).get(f"/jobs/{job.pk}/")
+        return 'data-testid="run-again"' in page.content.decode()
+
+    assert offered(finished, "analyst") and offered(finished, "lob_admin")
+    assert not offered(finished, "viewer") and not offered(finished, "platform_admin")
+    assert not offered(queued, "analyst")
+
+
+def test_the_same_run_again_form_submitted_twice_starts_one_job(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job = finished_job(world, django_capture_on_commit_callbacks)
+    key = f"form-{uuid.uuid4()}"
+
+    first = submitted_job(run_again(world, job, django_capture_on_commit_callbacks, key=key))
+    second = submitted_job(run_again(world, job, django_capture_on_commit_callbacks, key=key))
+
+    assert first.pk == second.pk
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.parametrize(("principal", "status"), REFUSED)
+def test_run_again_is_refused_to_those_who_may_not(
+    world: ProxyWorld, django_capture_on_commit_callbacks, principal: str, status: int
+) -> None:
+    job = finished_job(world, django_capture_on_commit_callbacks)
+
+    response = run_again(world, job, django_capture_on_commit_callbacks, principal=principal)
+
+    assert response.status_code == status
+    assert Job.objects.count() == 1
+    if status == 403:
+        assert "Viewers of lob-a cannot run its models." in text_of(response)
+
+
+def test_run_again_on_a_subscription_no_longer_active_says_why_on_the_job_page(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job = finished_job(world, django_capture_on_commit_callbacks)
+    Subscription.objects.filter(pk=job.subscription_id).update(status=Subscription.Status.EXPIRED)
+
+    response = run_again(world, job, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 403
+    assert response.context["job"].pk == job.pk
+    assert response.context["action_error"].code == "subscription_inactive"
+    assert Job.objects.count() == 1
+
+
+def test_run_again_when_the_input_is_gone_says_so_and_starts_nothing(
+    world: ProxyWorld, django_capture_on_commit_callbacks
+) -> None:
+    job = finished_job(world, django_capture_on_commit_callbacks)
+    world.s3().delete_object(Bucket=BUCKET_A, Key=job.input_uri.split("/", 3)[3])
+
+    response = run_again(world, job, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 400
+    assert response.context["action_error"].code == "input_not_found"
+    assert Job.objects.count() == 1
