@@ -40,7 +40,7 @@ from subscriptions.errors import UpstreamFailure
 from subscriptions.models import Job, JobChunk, Subscription
 from subscriptions.pages import page_status_for, subscription_page_context
 from subscriptions.services import access, jobs
-from subscriptions.services.job_input import JOB_CONTENT_TYPES
+from subscriptions.services.job_input import JOB_CONTENT_TYPES, InputRejected
 from subscriptions.uploads import job_upload_handlers
 
 logger = logging.getLogger(__name__)
@@ -513,6 +513,12 @@ def job_run_again(request: HttpRequest, job_id: str) -> HttpResponse:
     except NotFoundError:  # the person left the LOB since the page was shown
         return _no_such_job(request)
     except ServiceError as exc:
+        if exc.code == "input_not_found":  # the API's wording names input_uri, not this page's
+            exc = InputRejected(
+                "This job's input is no longer in the LOB's results location (deleted, or "
+                "expired by a lifecycle rule): upload the file again from the subscription page.",
+                code=exc.code,
+            )
         return _render_job(request, job, status=page_status_for(exc), action_error=exc)
     except aws_gateway.AwsError:
         logger.warning("job %s run again: AWS error", job.pk)

@@ -1164,4 +1164,5 @@ def test_run_again_when_the_input_is_gone_says_so_and_starts_nothing(
 
     assert response.status_code == 400
     assert response.context["action_error"].code == "input_not_found"
+    assert "This job's input is no longer in the LOB's results location" in text_of(response)
     assert Job.objects.count() == 1
