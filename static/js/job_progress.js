@@ -33,7 +33,7 @@
   // renders the whole part on the server.
   var LIVE_REFRESH_MS = 5000;
   var FINISHED = ["succeeded", "partially_succeeded", "failed", "cancelled"];
-  // The same map as job_pages.STATUS_PILLS.
+  // The same map as STATUS_PILLS in subscriptions/job_pages/reading.py.
   var PILLS = {
     queued: "off", running: "run", succeeded: "ok",
     partially_succeeded: "warn", failed: "bad", cancelled: "off"
