@@ -82,7 +82,7 @@ class _Call:
     bytes_out: int = 0
     result_uri: str = ""
     stored: bool = False
-    job_id: uuid.UUID | None = None
+    job_id: uuid.UUID | str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     _mark: float = 0.0
 
@@ -140,7 +140,7 @@ def invocation_run(
         started_at=timezone.now(),
         started=time.perf_counter(),
         bytes_in=len(body),
-        job_id=uuid.UUID(str(job_id)) if job_id is not None else None,
+        job_id=job_id,
     )
     try:
         media_type = _authorize(
